@@ -1,0 +1,291 @@
+"""``create_app(settings)``: the one way the server, the CLI and the tests build Bridgehead."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bridgehead import __version__
+from bridgehead.errors import BridgeheadError, PayloadTooLarge, Unauthenticated
+from bridgehead.hookspecs import plugin_manager
+from bridgehead.logs import configure_logging, request_id_var
+from bridgehead.settings import Settings
+from bridgehead.store import Database, upgrade
+from bridgehead.store.artifacts import ArtifactStore
+from bridgehead.web import Console
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("bridgehead.http")
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "too_many_requests",
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    db = Database(settings.resolved_database_url)
+    pm = plugin_manager()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        if settings.migrate_on_start:
+            upgrade(db)
+        from bridgehead.org.service import bootstrap_admin
+
+        bootstrap_admin(db, settings)
+        app.state.artifacts.check_writable()
+        log.info(
+            "bridgehead started", extra={"version": __version__, "database": db.engine.url.render_as_string()}
+        )
+        yield
+        db.dispose()
+
+    app = FastAPIOffline(
+        title="Bridgehead",
+        version=__version__,
+        description="Self-hostable platform that takes AI from pilot to production, with governance built in.",
+        docs_url="/api/docs",
+        redoc_url=None,
+        static_url="/api/docs/static",
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.artifacts = ArtifactStore(settings.resolved_artifact_root)
+    app.state.secret_key = settings.resolved_secret_key()
+    app.state.plugins = pm
+    console = Console(settings)
+    app.state.console = console
+
+    _install_error_handlers(app, console)
+    pm.hook.register_routes(app=app, console=console)
+
+    @app.get("/healthz", tags=["health"], include_in_schema=True)
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "database unreachable"}})
+    def readyz() -> dict[str, str]:
+        """Readiness: the database answers."""
+        db.ping()
+        return {"status": "ready"}
+
+    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(_RequestContext)
+    return app
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith("/api") and "text/html" in request.headers.get("accept", "")
+
+
+def _install_error_handlers(app: FastAPI, console: Console) -> None:
+    def respond(request: Request, status: int, code: str, message: str, details: dict[str, Any]) -> Response:
+        if _wants_html(request):
+            if status == 401:
+                return console.redirect_to_login(request)
+            return console.error_page(request, status, message)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(
+            {"error": {"code": code, "message": message, "details": details}},
+            status_code=status,
+            headers=headers,
+        )
+
+    @app.exception_handler(BridgeheadError)
+    async def _bridgehead(request: Request, exc: BridgeheadError) -> Response:
+        if exc.status >= 500:
+            log.warning("request failed: %s", exc.message, extra={"code": exc.code})
+        return respond(request, exc.status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {
+                "location": [str(p) for p in err.get("loc", ())],
+                "message": err.get("msg", ""),
+                "type": err.get("type"),
+            }
+            for err in exc.errors()
+        ]
+        if any(err["type"] == "json_invalid" for err in errors):
+            return respond(
+                request, 400, "invalid_json", "The request body is not valid JSON.", {"errors": errors}
+            )
+        return respond(request, 422, "validation_failed", "The request is not valid.", {"errors": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        message = str(exc.detail) if exc.detail else code.replace("_", " ")
+        return respond(request, exc.status_code, code, message, {})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return respond(
+            request,
+            500,
+            "internal_error",
+            f"Internal error; quote request id {request_id_var.get()} to your administrator.",
+            {},
+        )
+
+    # Unauthenticated console visits are redirects, never error pages.
+    _ = Unauthenticated
+
+
+class _RequestContext:
+    """Request id on every log line and response; one access log line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from bridgehead.store.base import new_id
+
+        incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if 8 <= len(incoming) <= 64 and incoming.replace("-", "").isalnum() else new_id()
+        token = request_id_var.set(rid)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
+
+
+class _BodyLimit:
+    """Refuse bodies above the limit, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        length = headers.get(b"content-length")
+        too_big = PayloadTooLarge(
+            f"Request body is larger than {self.max_bytes} bytes.", details={"limit_bytes": self.max_bytes}
+        )
+        if length is not None:
+            try:
+                announced = int(length)
+            except ValueError:
+                announced = self.max_bytes + 1
+            if announced > self.max_bytes:
+                await JSONResponse(too_big.to_body(), status_code=413)(scope, receive, send)
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await JSONResponse(too_big.to_body(), status_code=413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def add_headers(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                extra = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                ]
+                if not scope["path"].startswith("/api/docs"):
+                    extra += [
+                        (b"x-frame-options", b"DENY"),
+                        (
+                            b"content-security-policy",
+                            b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                            b"frame-ancestors 'none'; form-action 'self'",
+                        ),
+                    ]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, add_headers)
+
+
+_Handler = Callable[[Request], Awaitable[Response]]

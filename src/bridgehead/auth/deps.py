@@ -1,0 +1,68 @@
+"""Request-time authentication for the JSON API and the console."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from bridgehead.auth.service import Principal, authenticate_session, authenticate_token, csrf_matches
+from bridgehead.errors import PermissionDenied, Unauthenticated
+from bridgehead.store import Database
+
+__all__ = ["SESSION_COOKIE", "ApiPrincipal", "PagePrincipal", "db_of", "get_db"]
+
+SESSION_COOKIE = "bridgehead_session"
+_SAFE = {"GET", "HEAD", "OPTIONS"}
+_bearer = HTTPBearer(auto_error=False, description="An API token: `bridgehead token create`.")
+
+
+def db_of(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+get_db = db_of
+
+
+def _api_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    db = db_of(request)
+    if credentials is not None:
+        with db.session() as session:
+            principal = authenticate_token(session, credentials.credentials)
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        with db.session() as session:
+            principal = authenticate_session(session, cookie)
+        # A browser sends the cookie on any site's request; unsafe calls must prove they come from our pages.
+        if request.method not in _SAFE and not csrf_matches(
+            principal.csrf_token, request.headers.get("x-csrf-token")
+        ):
+            raise PermissionDenied("Missing or wrong X-CSRF-Token header for a cookie-authenticated request.")
+    else:
+        raise Unauthenticated("Authentication required: send 'Authorization: Bearer <token>'.")
+    request.state.principal = principal
+    return principal
+
+
+def _page_principal(request: Request) -> Principal:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise Unauthenticated("Sign in to use the console.")
+    with db_of(request).session() as session:
+        principal = authenticate_session(session, cookie)
+    request.state.principal = principal
+    return principal
+
+
+ApiPrincipal = Annotated[Principal, Depends(_api_principal)]
+PagePrincipal = Annotated[Principal, Depends(_page_principal)]
+
+
+def check_form_csrf(principal: Principal, token: str | None) -> None:
+    if not csrf_matches(principal.csrf_token, token):
+        raise PermissionDenied(
+            "The form has expired or did not come from this site. Reload the page and retry."
+        )

@@ -1,0 +1,63 @@
+"""Roles as enterprises staff AI, and the one permission matrix (role x action).
+
+Every route declares the action it performs; ``allowed`` answers from this table alone.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["CENTRAL_ROLES", "MATRIX", "ROLE_LABELS", "Action", "Role", "allowed"]
+
+
+class Role(StrEnum):
+    CHIEF_AI_OFFICER = "chief_ai_officer"
+    AI_PROGRAM_MANAGER = "ai_program_manager"
+    DATA_SCIENTIST = "data_scientist"
+    ML_ENGINEER = "ml_engineer"
+    DATA_ENGINEER = "data_engineer"
+    ETHICS_COMPLIANCE_OFFICER = "ethics_compliance_officer"
+    AI_CHAMPION = "ai_champion"
+    BUSINESS_USER = "business_user"
+
+
+ROLE_LABELS: dict[Role, str] = {
+    Role.CHIEF_AI_OFFICER: "Chief AI officer (admin)",
+    Role.AI_PROGRAM_MANAGER: "AI program manager",
+    Role.DATA_SCIENTIST: "Data scientist",
+    Role.ML_ENGINEER: "ML engineer",
+    Role.DATA_ENGINEER: "Data engineer",
+    Role.ETHICS_COMPLIANCE_OFFICER: "Ethics & compliance officer",
+    Role.AI_CHAMPION: "AI champion",
+    Role.BUSINESS_USER: "Business user (read-only)",
+}
+
+# Roles whose work spans the organization: they see every business unit's objects.
+CENTRAL_ROLES: frozenset[Role] = frozenset(
+    {Role.CHIEF_AI_OFFICER, Role.AI_PROGRAM_MANAGER, Role.ETHICS_COMPLIANCE_OFFICER}
+)
+
+
+class Action(StrEnum):
+    ORG_READ = "org.read"
+    UNIT_MANAGE = "unit.manage"
+    PERSON_MANAGE = "person.manage"
+    TOKEN_CREATE_OWN = "token.create_own"  # noqa: S105
+    TOKEN_MANAGE_ANY = "token.manage_any"  # noqa: S105
+    AUDIT_READ = "audit.read"
+
+
+_ALL = frozenset(Role)
+
+MATRIX: dict[Action, frozenset[Role]] = {
+    Action.ORG_READ: _ALL,
+    Action.UNIT_MANAGE: frozenset({Role.CHIEF_AI_OFFICER}),
+    Action.PERSON_MANAGE: frozenset({Role.CHIEF_AI_OFFICER}),
+    Action.TOKEN_CREATE_OWN: _ALL,
+    Action.TOKEN_MANAGE_ANY: frozenset({Role.CHIEF_AI_OFFICER}),
+    Action.AUDIT_READ: frozenset({Role.CHIEF_AI_OFFICER, Role.ETHICS_COMPLIANCE_OFFICER}),
+}
+
+
+def allowed(role: Role | str, action: Action) -> bool:
+    return Role(role) in MATRIX[action]

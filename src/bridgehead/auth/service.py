@@ -1,0 +1,209 @@
+"""Who is calling: passwords, API tokens, console sessions, login throttling, and what they may see."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bridgehead.auth.models import ApiToken, LoginAttempt, Person, WebSession
+from bridgehead.auth.roles import CENTRAL_ROLES, Action, Role, allowed
+from bridgehead.errors import PermissionDenied, TooManyRequests, Unauthenticated, ValidationFailed
+from bridgehead.org.models import BusinessUnit
+from bridgehead.store.base import utcnow
+
+__all__ = [
+    "TOKEN_PREFIX",
+    "Principal",
+    "authenticate_password",
+    "authenticate_session",
+    "authenticate_token",
+    "create_session",
+    "end_session",
+    "hash_password",
+    "issue_token",
+    "require",
+    "verify_password",
+]
+
+TOKEN_PREFIX = "bh_"  # noqa: S105
+_hasher = PasswordHasher()
+# Verified against when the e-mail is unknown, so a miss costs as long as a wrong password.
+_DUMMY_HASH = _hasher.hash("bridgehead-timing-equaliser")
+MIN_PASSWORD_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated person, as seen by one request."""
+
+    person_id: str
+    email: str
+    name: str
+    role: Role
+    business_unit_id: str
+    unit_is_central: bool
+    via: str  # "token" or "session"
+    csrf_token: str | None = None
+
+    @property
+    def sees_all_units(self) -> bool:
+        return self.role in CENTRAL_ROLES or self.unit_is_central
+
+    def can(self, action: Action) -> bool:
+        return allowed(self.role, action)
+
+    def can_see_unit(self, business_unit_id: str | None) -> bool:
+        return self.sees_all_units or business_unit_id == self.business_unit_id
+
+
+def require(principal: Principal, action: Action) -> None:
+    if not principal.can(action):
+        raise PermissionDenied(
+            f"Your role ({principal.role.value}) may not perform {action.value}.",
+            details={"action": action.value, "role": principal.role.value},
+        )
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed(
+            f"Password must have at least {MIN_PASSWORD_LENGTH} characters.", details={"field": "password"}
+        )
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _principal(session: Session, person: Person, via: str, csrf: str | None = None) -> Principal:
+    unit = session.get(BusinessUnit, person.business_unit_id)
+    return Principal(
+        person_id=person.id,
+        email=person.email,
+        name=person.name,
+        role=Role(person.role),
+        business_unit_id=person.business_unit_id,
+        unit_is_central=bool(unit and unit.is_central),
+        via=via,
+        csrf_token=csrf,
+    )
+
+
+# --- API tokens -------------------------------------------------------------------------------
+
+
+def issue_token(session: Session, person: Person, name: str, days: int) -> tuple[ApiToken, str]:
+    """Create a token; the secret is returned once and only its hash is stored."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(
+        person_id=person.id,
+        name=name,
+        token_hash=_sha256(secret),
+        prefix=secret[:10],
+        expires_at=utcnow() + timedelta(days=days),
+    )
+    session.add(token)
+    session.flush()
+    return token, secret
+
+
+def authenticate_token(session: Session, secret: str) -> Principal:
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == _sha256(secret)))
+    now = utcnow()
+    if token is None or token.revoked_at is not None or token.expires_at <= now:
+        raise Unauthenticated("The API token is unknown, expired or revoked. Create a new one.")
+    person = session.get(Person, token.person_id)
+    if person is None or not person.is_active:
+        raise Unauthenticated("The token's owner is deactivated.")
+    return _principal(session, person, "token")
+
+
+# --- passwords and console sessions -----------------------------------------------------------
+
+
+def _throttled(session: Session, email: str, max_failures: int, window: int) -> bool:
+    since = utcnow() - timedelta(seconds=window)
+    last_success = session.scalar(
+        select(func.max(LoginAttempt.attempted_at)).where(
+            LoginAttempt.email == email, LoginAttempt.succeeded.is_(True), LoginAttempt.attempted_at >= since
+        )
+    )
+    floor: datetime = max(since, last_success) if last_success else since
+    failures = session.scalar(
+        select(func.count())
+        .select_from(LoginAttempt)
+        .where(
+            LoginAttempt.email == email, LoginAttempt.succeeded.is_(False), LoginAttempt.attempted_at >= floor
+        )
+    )
+    return (failures or 0) >= max_failures
+
+
+def authenticate_password(
+    session: Session, email: str, password: str, *, client: str, max_failures: int, window: int
+) -> Person:
+    """Check a password; failed attempts are recorded and too many lock the e-mail for the window."""
+    email = email.strip().lower()
+    if _throttled(session, email, max_failures, window):
+        raise TooManyRequests(
+            "Too many failed sign-ins for this account. Wait a few minutes and try again.",
+            details={"retry_after_seconds": window},
+        )
+    person = session.scalar(select(Person).where(Person.email == email))
+    ok = verify_password(person.password_hash if person else None, password)
+    ok = ok and person is not None and person.is_active
+    session.add(LoginAttempt(email=email, client=client[:100], succeeded=ok))
+    session.flush()
+    if not ok or person is None:
+        raise Unauthenticated("E-mail or password is not correct.")
+    return person
+
+
+def create_session(session: Session, person: Person, max_age: int) -> tuple[WebSession, str]:
+    secret = secrets.token_urlsafe(32)
+    web = WebSession(
+        session_hash=_sha256(secret),
+        person_id=person.id,
+        csrf_token=secrets.token_urlsafe(32),
+        expires_at=utcnow() + timedelta(seconds=max_age),
+    )
+    session.add(web)
+    session.flush()
+    return web, secret
+
+
+def authenticate_session(session: Session, secret: str) -> Principal:
+    web = session.scalar(select(WebSession).where(WebSession.session_hash == _sha256(secret)))
+    if web is None or web.ended_at is not None or web.expires_at <= utcnow():
+        raise Unauthenticated("Your session has ended. Sign in again.")
+    person = session.get(Person, web.person_id)
+    if person is None or not person.is_active:
+        raise Unauthenticated("Your account is deactivated.")
+    return _principal(session, person, "session", web.csrf_token)
+
+
+def end_session(session: Session, secret: str) -> WebSession | None:
+    web = session.scalar(select(WebSession).where(WebSession.session_hash == _sha256(secret)))
+    if web is not None and web.ended_at is None:
+        web.ended_at = utcnow()
+    return web
+
+
+def csrf_matches(expected: str | None, given: str | None) -> bool:
+    return bool(expected and given and hmac.compare_digest(expected, given))

@@ -1,0 +1,1 @@
+"""Organization: business units and the people in them."""

@@ -1,0 +1,113 @@
+"""The one settings registry. Nothing else in Bridgehead reads ``os.environ``.
+
+Every field is documented in docs/configuration.md; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class Settings(BaseSettings):
+    """Configuration of one Bridgehead installation (env prefix ``BRIDGEHEAD_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="BRIDGEHEAD_", extra="ignore", frozen=True)
+
+    home: Path = Field(
+        default_factory=lambda: Path.home() / ".bridgehead",
+        description="Directory for the embedded database, artifacts and the generated secret key.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Default: a SQLite file `bridgehead.db` in the home directory (WAL mode). "
+        "PostgreSQL: `postgresql+psycopg://user:password@host:5432/dbname`.",
+    )
+    artifact_root: str | None = Field(
+        default=None,
+        description="Where artifacts are stored: a local directory or any fsspec URL (`s3://bucket/prefix`). "
+        "Default: `artifacts/` in the home directory.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that signs session cookies and CSRF tokens. Default: generated once and kept in "
+        "`secret.key` in the home directory. Set it explicitly when several servers share one database.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the server binds to.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the server listens on.")
+    log_level: LogLevel = Field(default="INFO", description="Least severe log level written (JSON lines).")
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger answers 413."
+    )
+    session_max_age_seconds: int = Field(
+        default=8 * 3600, ge=60, description="Lifetime of a console login session."
+    )
+    cookie_secure: bool = Field(
+        default=True,
+        description="Mark the session cookie Secure. Browsers still accept it on http://localhost; set false "
+        "only for plain-HTTP access from another host during evaluation.",
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, description="Failed logins for one e-mail within the window before it is throttled."
+    )
+    login_window_seconds: int = Field(
+        default=900, ge=1, description="Window over which failed logins are counted for throttling."
+    )
+    token_default_days: int = Field(
+        default=90, ge=1, description="Lifetime of an API token when its creator does not give one."
+    )
+    admin_email: str | None = Field(
+        default=None, description="With `admin_password`: the first admin, created on first start if absent."
+    )
+    admin_password: SecretStr | None = Field(
+        default=None, description="Password of the first admin created from `admin_email`."
+    )
+    migrate_on_start: bool = Field(
+        default=True, description="Apply database migrations when the server starts."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("sqlite://", "sqlite+pysqlite://", "postgresql+psycopg://")):
+            raise ValueError(
+                "database_url must start with sqlite:// or postgresql+psycopg:// "
+                f"(got {value.split(':', 1)[0]!r})"
+            )
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'bridgehead.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        return self.artifact_root or str(self.home / "artifacts")
+
+    def resolved_secret_key(self) -> str:
+        """The signing key: the configured one, else one generated and kept in the home directory."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.home / "secret.key"
+        if path.exists():
+            return path.read_text().strip()
+        self.home.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        # O_EXCL so two processes starting together agree on one key.
+        try:
+            with path.open("x") as handle:
+                handle.write(key)
+            path.chmod(0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        return key
