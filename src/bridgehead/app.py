@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridgehead import __version__
-from bridgehead.errors import BridgeheadError, PayloadTooLarge, Unauthenticated
+from bridgehead.errors import BridgeheadError, PayloadTooLarge
 from bridgehead.hookspecs import plugin_manager
 from bridgehead.logs import configure_logging, request_id_var
 from bridgehead.settings import Settings
@@ -146,20 +146,6 @@ def _install_error_handlers(app: FastAPI, console: Console) -> None:
         message = str(exc.detail) if exc.detail else code.replace("_", " ")
         return respond(request, exc.status_code, code, message, {})
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return respond(
-            request,
-            500,
-            "internal_error",
-            f"Internal error; quote request id {request_id_var.get()} to your administrator.",
-            {},
-        )
-
-    # Unauthenticated console visits are redirects, never error pages.
-    _ = Unauthenticated
-
 
 class _RequestContext:
     """Request id on every log line and response; one access log line per request."""
@@ -178,10 +164,12 @@ class _RequestContext:
         token = request_id_var.set(rid)
         start = time.perf_counter()
         status = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
@@ -189,6 +177,14 @@ class _RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Caught inside the request context so the log line carries the request id; the client
+            # gets the error body, never a traceback.
+            log.exception("unhandled error")
+            if not started:
+                message = f"Internal error; quote request id {rid} to your administrator."
+                body = {"error": {"code": "internal_error", "message": message, "details": {}}}
+                await JSONResponse(body, status_code=500)(scope, receive, send_with_id)
         finally:
             log.info(
                 "%s %s %s",
@@ -230,32 +226,26 @@ class _BodyLimit:
                 await JSONResponse(too_big.to_body(), status_code=413)(scope, receive, send)
                 return
         received = 0
-        started = False
+        exceeded = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    exceeded = True
+                    # Ends the body for the app; whatever it answers is replaced by the 413 below.
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+        async def guarded_send(message: Message) -> None:
+            if not exceeded:
+                await send(message)
+            elif message["type"] == "http.response.start":
                 await JSONResponse(too_big.to_body(), status_code=413)(scope, receive, send)
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, limited_receive, guarded_send)
 
 
 class _SecurityHeaders:

@@ -38,8 +38,8 @@ cli.add_typer(admin_cli, name="admin")
 cli.add_typer(token_cli, name="token")
 cli.add_typer(audit_cli, name="audit")
 
-out = RichConsole()
-err = RichConsole(stderr=True)
+out = RichConsole(soft_wrap=True)
+err = RichConsole(stderr=True, soft_wrap=True)
 
 
 def _actor() -> ActorRef:

@@ -38,8 +38,9 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         default=None,
-        description="Key that signs session cookies and CSRF tokens. Default: generated once and kept in "
-        "`secret.key` in the home directory. Set it explicitly when several servers share one database.",
+        description="Key that signs the sign-in form's CSRF token (console sessions are random secrets kept "
+        "hashed in the database). Default: generated once and kept in `secret.key` in the home "
+        "directory. Set the same value on every server when several servers share one database.",
     )
     host: str = Field(default="127.0.0.1", description="Address the server binds to.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port the server listens on.")

@@ -37,7 +37,12 @@ def _console(request: Request) -> Console:
 
 
 def _login_form(
-    request: Request, *, error: str | None = None, status: int = 200, email: str = ""
+    request: Request,
+    *,
+    error: str | None = None,
+    status: int = 200,
+    email: str = "",
+    next: str | None = None,
 ) -> Response:
     nonce = secrets.token_urlsafe(24)
     response = _console(request).render(
@@ -47,7 +52,7 @@ def _login_form(
         error=error,
         email=email,
         csrf=_signer(request).dumps(nonce),
-        next=_safe_next(request.query_params.get("next")),
+        next=_safe_next(next if next is not None else request.query_params.get("next")),
     )
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
@@ -80,13 +85,19 @@ def login(
         nonce = None
     if not nonce or not secrets.compare_digest(str(nonce), request.cookies.get(LOGIN_CSRF_COOKIE, "")):
         return _login_form(
-            request, error="The sign-in form expired. Please try again.", status=403, email=email
+            request,
+            error="The sign-in form expired. Please try again.",
+            status=403,
+            email=email,
+            next=next,
         )
     db = db_of(request)
     client = request.client.host if request.client else ""
-    try:
-        # Its own transaction, so a failed attempt is recorded even though sign-in is refused.
-        with db.session(write=True) as session:
+    refused: BridgeheadError | None = None
+    # Its own transaction, so a failed attempt is recorded even though sign-in is refused: the
+    # error is caught inside the block, which therefore commits instead of rolling back.
+    with db.session(write=True) as session:
+        try:
             person = authenticate_password(
                 session,
                 email,
@@ -95,8 +106,14 @@ def login(
                 max_failures=settings.login_max_failures,
                 window=settings.login_window_seconds,
             )
-    except BridgeheadError as exc:
-        return _login_form(request, error=exc.message, status=exc.status, email=email)
+        except BridgeheadError as exc:
+            refused = exc
+    if refused is not None:
+        return _login_form(request, error=refused.message, status=refused.status, email=email, next=next)
+    if person is None:
+        return _login_form(
+            request, error="E-mail or password is not correct.", status=401, email=email, next=next
+        )
     with db.session(write=True) as session:
         _, secret = create_session(session, person, settings.session_max_age_seconds)
         record(

@@ -157,8 +157,9 @@ def _throttled(session: Session, email: str, max_failures: int, window: int) -> 
 
 def authenticate_password(
     session: Session, email: str, password: str, *, client: str, max_failures: int, window: int
-) -> Person:
-    """Check a password; failed attempts are recorded and too many lock the e-mail for the window."""
+) -> Person | None:
+    """Check a password and record the attempt; ``None`` when it is wrong. Too many recent failures lock
+    the e-mail for the window (TooManyRequests). The caller commits, so failures are kept."""
     email = email.strip().lower()
     if _throttled(session, email, max_failures, window):
         raise TooManyRequests(
@@ -170,9 +171,7 @@ def authenticate_password(
     ok = ok and person is not None and person.is_active
     session.add(LoginAttempt(email=email, client=client[:100], succeeded=ok))
     session.flush()
-    if not ok or person is None:
-        raise Unauthenticated("E-mail or password is not correct.")
-    return person
+    return person if ok else None
 
 
 def create_session(session: Session, person: Person, max_age: int) -> tuple[WebSession, str]:

@@ -1,0 +1,133 @@
+"""The `bridgehead` command, run as a real process against both engines."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from bridgehead.settings import Settings
+from bridgehead.store import Database
+from tests.live import BRIDGEHEAD, bridgehead_env, free_port, running_server
+
+
+def run(settings: Settings, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = bridgehead_env(
+        home=str(settings.home), database_url=settings.resolved_database_url, secret_key="cli-test-key"
+    )
+    return subprocess.run(
+        [BRIDGEHEAD, *args], env=env, capture_output=True, text=True, timeout=120, input=input
+    )
+
+
+@pytest.fixture
+def migrated(settings: Settings) -> Settings:
+    result = run(settings, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert "database at revision 0001" in result.stdout
+    return settings
+
+
+def test_admin_token_and_audit_verify_round_trip(migrated: Settings, db: Database) -> None:
+    created = run(
+        migrated, "admin", "create", "--email", "Chief@Example.com", "--password", "a-long-password"
+    )
+    assert created.returncode == 0, created.stderr
+    duplicate = run(
+        migrated, "admin", "create", "--email", "chief@example.com", "--password", "a-long-password"
+    )
+    assert duplicate.returncode == 2 and "already exists" in duplicate.stderr
+
+    token = run(migrated, "token", "create", "--email", "chief@example.com", "--name", "ci")
+    assert token.returncode == 0, token.stderr
+    secret = token.stdout.strip().splitlines()[-1]
+    assert secret.startswith("bh_") and " " not in secret
+    # The secret is not stored: only its SHA-256.
+    with db.engine.connect() as conn:
+        stored = conn.execute(text("SELECT token_hash FROM api_tokens")).scalar_one()
+    assert secret not in stored and len(stored) == 64
+
+    listed = run(migrated, "token", "list")
+    assert "ci" in listed.stdout and secret not in listed.stdout
+
+    ok = run(migrated, "audit", "verify")
+    assert ok.returncode == 0 and "intact" in ok.stdout
+
+    # Hand-edit one row: verify must fail and name it.
+    with db.engine.begin() as conn:
+        bad_id = conn.execute(text("SELECT id FROM audit_events WHERE seq = 2")).scalar_one()
+        conn.execute(text('UPDATE audit_events SET changes = \'{"name": "forged"}\' WHERE seq = 2'))
+    broken = run(migrated, "audit", "verify")
+    assert broken.returncode == 1
+    assert "#2" in broken.stderr and bad_id in broken.stderr
+
+
+def test_token_revoke_from_cli(migrated: Settings, db: Database) -> None:
+    run(migrated, "admin", "create", "--email", "a@example.com", "--password", "a-long-password")
+    run(migrated, "token", "create", "--email", "a@example.com", "--name", "x")
+    with db.engine.connect() as conn:
+        token_id = conn.execute(text("SELECT id FROM api_tokens")).scalar_one()
+    revoked = run(migrated, "token", "revoke", token_id)
+    assert revoked.returncode == 0
+    again = run(migrated, "token", "revoke", token_id)
+    assert again.returncode == 2 and "already revoked" in again.stderr
+    assert run(migrated, "token", "create", "--email", "nobody@example.com", "--name", "x").returncode == 2
+
+
+def test_short_password_is_refused_with_a_clear_message(migrated: Settings) -> None:
+    result = run(migrated, "admin", "create", "--email", "a@example.com", "--password", "short")
+    assert result.returncode == 2 and "at least 12 characters" in result.stderr
+
+
+def test_first_admin_from_environment_on_server_start(settings: Settings, tmp_path: Path) -> None:
+    env = bridgehead_env(
+        home=str(settings.home),
+        database_url=settings.resolved_database_url,
+        secret_key="k",
+        admin_email="boot@example.com",
+        admin_password="bootstrap-password",
+    )
+    with running_server(env) as url:
+        assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+    token = run(
+        settings, "token", "create", "--email", "boot@example.com", "--name", "t"
+    ).stdout.splitlines()[-1]
+    with running_server(env) as url:  # second start: the admin exists, nothing is duplicated
+        me = httpx.get(f"{url}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200 and me.json()["role"] == "chief_ai_officer"
+
+
+def test_demo_seeds_an_organization_and_serves(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    port = free_port()
+    env = bridgehead_env()
+    with running_server(env, "demo", "--home", str(home), port=port) as url:
+        login = httpx.get(f"{url}/login")
+        assert login.status_code == 200 and "Sign in" in login.text
+    seeded = Database(f"sqlite:///{home / 'bridgehead.db'}")
+    with seeded.engine.connect() as conn:
+        units = conn.execute(
+            text("SELECT count(*) FROM business_units WHERE is_central = false")
+        ).scalar_one()
+        roles = {r for (r,) in conn.execute(text("SELECT DISTINCT role FROM people"))}
+    seeded.dispose()
+    assert units == 3
+    assert len(roles) == 8
+    # A second demo into the same home is refused rather than mixing two organizations.
+    again = subprocess.run(
+        [BRIDGEHEAD, "demo", "--home", str(home), "--no-serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 2 and "already holds" in again.stderr
+
+
+def test_help_lists_every_command() -> None:
+    result = subprocess.run([BRIDGEHEAD, "--help"], capture_output=True, text=True, timeout=60)
+    for command in ("server", "db", "admin", "token", "audit", "demo"):
+        assert command in result.stdout
