@@ -131,3 +131,10 @@ def test_help_lists_every_command() -> None:
     result = subprocess.run([BRIDGEHEAD, "--help"], capture_output=True, text=True, timeout=60)
     for command in ("server", "db", "admin", "token", "audit", "demo"):
         assert command in result.stdout
+
+
+def test_server_with_several_workers_migrates_once_and_serves(settings: Settings) -> None:
+    env = bridgehead_env(home=str(settings.home), database_url=settings.resolved_database_url, secret_key="k")
+    with running_server(env, "server", "--workers", "2") as url:
+        for _ in range(6):
+            assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import socket
 import sys
 import tempfile
@@ -83,6 +84,12 @@ def server(
 
         uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_config=None)
     else:
+        # Migrate once here, so that the workers do not race each other over the schema.
+        try:
+            upgrade(_database(settings, migrate=False))
+        except BridgeheadError as exc:
+            _fail(exc)
+        os.environ["BRIDGEHEAD_MIGRATE_ON_START"] = "false"
         uvicorn.run(
             "bridgehead.app:create_app",
             factory=True,
