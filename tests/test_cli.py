@@ -138,3 +138,17 @@ def test_server_with_several_workers_migrates_once_and_serves(settings: Settings
     with running_server(env, "server", "--workers", "2") as url:
         for _ in range(6):
             assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+
+
+def test_bad_settings_and_missing_schema_are_clear_errors_not_tracebacks(tmp_path: Path) -> None:
+    env = bridgehead_env(home=str(tmp_path), database_url="mysql://nope")
+    bad = subprocess.run([BRIDGEHEAD, "audit", "verify"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "BRIDGEHEAD_DATABASE_URL" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    empty = bridgehead_env(home=str(tmp_path), database_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    fresh = subprocess.run(
+        [BRIDGEHEAD, "audit", "verify"], env=empty, capture_output=True, text=True, timeout=60
+    )
+    assert fresh.returncode == 2
+    assert "bridgehead db upgrade" in fresh.stderr

@@ -95,9 +95,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db.ping()
         return {"status": "ready"}
 
-    app.add_middleware(_SecurityHeaders)
+    # The last added runs outermost: security headers wrap every answer, including 413s and 500s.
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(_RequestContext)
+    app.add_middleware(_SecurityHeaders)
     return app
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console as RichConsole
 from rich.table import Table
 
@@ -47,6 +48,17 @@ def _actor() -> ActorRef:
     return ActorRef(email=f"cli:{getpass.getuser()}@{socket.gethostname()}")
 
 
+def _settings(**overrides: Any) -> Settings:
+    """Settings from the environment; a bad value is a clear error (exit 2), not a traceback."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        for problem in exc.errors():
+            field = ".".join(str(x) for x in problem["loc"])
+            err.print(f"[red]error:[/red] setting BRIDGEHEAD_{field.upper()}: {problem['msg']}")
+        raise typer.Exit(2) from None
+
+
 def _database(settings: Settings, migrate: bool = True) -> Database:
     settings.home.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
@@ -77,18 +89,20 @@ def server(
     """Run the Bridgehead server (API, console, health checks)."""
     import uvicorn
 
-    settings = Settings()
+    settings = _settings()
     bind_host, bind_port = host or settings.host, port or settings.port
     if workers == 1:
         from bridgehead.app import create_app
 
         uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_config=None)
     else:
-        # Migrate once here, so that the workers do not race each other over the schema.
-        try:
-            upgrade(_database(settings, migrate=False))
-        except BridgeheadError as exc:
-            _fail(exc)
+        # Migrate once here, so that the workers do not race each other over the schema; the workers
+        # build their settings from the environment, hence the variable rather than an argument.
+        if settings.migrate_on_start:
+            try:
+                upgrade(_database(settings, migrate=False))
+            except BridgeheadError as exc:
+                _fail(exc)
         os.environ["BRIDGEHEAD_MIGRATE_ON_START"] = "false"
         uvicorn.run(
             "bridgehead.app:create_app",
@@ -105,7 +119,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     """Apply database migrations."""
     from bridgehead.store.migrate import current_revision
 
-    settings = Settings()
+    settings = _settings()
     try:
         db = _database(settings, migrate=False)
         upgrade(db, revision)
@@ -127,7 +141,7 @@ def admin_create(
     from bridgehead.org.service import create_admin
 
     try:
-        with _database(Settings()).session(write=True) as session:
+        with _database(_settings()).session(write=True) as session:
             person = create_admin(session, _actor(), email, password, name)
             out.print(f"admin {person.email} created")
     except BridgeheadError as exc:
@@ -143,7 +157,7 @@ def token_create(
     """Create an API token. The token is printed alone on the last line, once."""
     from bridgehead.auth.tokens import create_token, find_person
 
-    settings = Settings()
+    settings = _settings()
     try:
         with _database(settings).session(write=True) as session:
             person = find_person(session, email)
@@ -163,7 +177,7 @@ def token_list(email: Annotated[str | None, typer.Option(help="Only this person'
     from bridgehead.auth.tokens import find_person, list_tokens
 
     try:
-        with _database(Settings()).session() as session:
+        with _database(_settings()).session() as session:
             owner = find_person(session, email).id if email else None
             table = Table("id", "person", "name", "prefix", "expires", "state")
             for t in list_tokens(session, owner):
@@ -189,7 +203,7 @@ def token_revoke(
     from bridgehead.auth.tokens import revoke_token
 
     try:
-        with _database(Settings()).session(write=True) as session:
+        with _database(_settings()).session(write=True) as session:
             revoke_token(session, _actor(), token_id)
         out.print(f"token {token_id} revoked")
     except BridgeheadError as exc:
@@ -200,9 +214,16 @@ def token_revoke(
 def audit_verify() -> None:
     """Recompute the hash chain; exit 1 naming the first edited, deleted or reordered event."""
     from bridgehead.audit.service import verify
+    from bridgehead.store.migrate import current_revision
 
     try:
-        with _database(Settings(), migrate=False).session() as session:
+        db = _database(_settings(), migrate=False)
+        if current_revision(db) is None:
+            err.print(
+                "[red]error:[/red] this database has no Bridgehead schema; run `bridgehead db upgrade`."
+            )
+            raise typer.Exit(2)
+        with db.session() as session:
             result = verify(session)
     except BridgeheadError as exc:
         _fail(exc)
@@ -237,7 +258,7 @@ def demo(
         "host": host,
         "port": port,
     }
-    settings = Settings(**overrides)
+    settings = _settings(**overrides)
     people = seed(_database(settings), _actor())
     table = Table(
         "e-mail", "role", "business unit", title=f"Demo organization (password for all: {DEMO_PASSWORD})"

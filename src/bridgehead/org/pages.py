@@ -27,15 +27,13 @@ def _page(
     error: str | None = None,
     status: int = 200,
     unit: str | None = None,
+    notice: str | None = None,
 ) -> Response:
     require(principal, Action.ORG_READ)
     with db_of(request).session() as session:
         units = service.list_units(session)
         people, total = service.list_people(session, principal, business_unit_id=unit or None, limit=500)
-    counts: dict[str, int] = {}
-    with db_of(request).session() as session:
-        for p in service.list_people(session, principal, limit=500)[0]:
-            counts[p.business_unit_id] = counts.get(p.business_unit_id, 0) + 1
+        counts = service.count_people_by_unit(session, principal)
     console: Console = request.app.state.console
     return console.render(
         request,
@@ -51,7 +49,7 @@ def _page(
         can_manage=principal.can(Action.PERSON_MANAGE),
         can_manage_units=principal.can(Action.UNIT_MANAGE),
         error=error,
-        notice=request.query_params.get("notice"),
+        notice=notice or request.query_params.get("notice"),
         roles=list(Role),
     )
 
@@ -119,7 +117,9 @@ def invite_person(
             )
     except (BridgeheadError, ValidationError) as exc:
         return _fail(request, principal, exc)
-    return _done(f"{person.name} invited. One-time password: {generated}")
+    # Rendered in the POST response, not redirected: the password must not land in a URL or history.
+    message = f"{person.name} invited. One-time password (shown once, pass it on securely): {generated}"
+    return _page(request, principal, notice=message)
 
 
 @router.post("/organization/people/{person_id}")

@@ -21,6 +21,7 @@ from bridgehead.store import Database
 __all__ = [
     "CENTRAL_SLUG",
     "bootstrap_admin",
+    "count_people_by_unit",
     "create_admin",
     "create_unit",
     "ensure_central_unit",
@@ -169,6 +170,15 @@ def list_people(
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.scalars(stmt.order_by(Person.name, Person.email).limit(limit).offset(offset)).all()
     return rows, total
+
+
+def count_people_by_unit(session: Session, principal: Principal) -> dict[str, int]:
+    """Active people per business unit, among those the principal may see."""
+    visible = _visible_people(principal).where(Person.is_active.is_(True)).subquery()
+    rows = session.execute(
+        select(visible.c.business_unit_id, func.count()).group_by(visible.c.business_unit_id)
+    )
+    return {unit_id: count for unit_id, count in rows}
 
 
 def get_person(session: Session, principal: Principal, person_id: str) -> Person:
