@@ -134,3 +134,60 @@ def test_anonymous_pages_redirect_and_api_answers_401(client: TestClient) -> Non
     api = client.get("/api/v1/people")
     assert api.status_code == 401 and api.json()["error"]["code"] == "unauthenticated"
     assert client.get("/login").status_code == 200
+
+
+def test_password_change_ends_other_sessions_and_is_audited(
+    client: TestClient, admin: Member, db: Database
+) -> None:
+    from fastapi.testclient import TestClient as Client
+
+    login(client, admin.email, PASSWORD)
+    with Client(client.app, base_url="https://testserver") as other:
+        login(other, admin.email, PASSWORD)
+        assert other.get("/organization").status_code == 200
+        token = _csrf(client.get("/account").text)
+        wrong = client.post(
+            "/account/password",
+            data={
+                "current_password": "nope-nope-nope",
+                "new_password": "brand-new-password",
+                "confirm_password": "brand-new-password",
+                "csrf": token,
+            },
+        )
+        assert wrong.status_code == 403
+        ok = client.post(
+            "/account/password",
+            data={
+                "current_password": PASSWORD,
+                "new_password": "brand-new-password",
+                "confirm_password": "brand-new-password",
+                "csrf": token,
+            },
+        )
+        assert ok.status_code == 200
+        assert "Password changed" in ok.text
+        # This session continues; the other one has ended; the new password works, the old does not.
+        assert client.get("/organization").status_code == 200
+        ended = other.get("/organization", headers={"Accept": "text/html"}, follow_redirects=False)
+        assert ended.status_code == 303
+    assert login(client, admin.email, PASSWORD).status_code == 401
+    assert login(client, admin.email, "brand-new-password").status_code == 303
+    r = client.get("/api/v1/audit-events", headers=admin.headers, params={"action": "person.change_password"})
+    assert len(r.json()["items"]) == 1
+
+
+def test_password_change_over_the_api(client: TestClient, admin: Member) -> None:
+    short = client.post(
+        "/api/v1/me/password",
+        headers=admin.headers,
+        json={"current_password": PASSWORD, "new_password": "short"},
+    )
+    assert short.status_code == 422
+    ok = client.post(
+        "/api/v1/me/password",
+        headers=admin.headers,
+        json={"current_password": PASSWORD, "new_password": "another-long-password"},
+    )
+    assert ok.status_code == 204
+    assert login(client, admin.email, "another-long-password").status_code == 303

@@ -12,7 +12,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from bridgehead.audit.service import ActorRef, record
 from bridgehead.auth.deps import SESSION_COOKIE, PagePrincipal, check_form_csrf, db_of
-from bridgehead.auth.service import authenticate_password, create_session, end_session
+from bridgehead.auth.service import authenticate_password, change_password, create_session, end_session
 from bridgehead.errors import BridgeheadError
 from bridgehead.web import Console
 
@@ -156,3 +156,55 @@ def logout(
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response
+
+
+@router.get("/account")
+def account_page(request: Request, principal: PagePrincipal) -> Response:
+    return _console(request).render(request, "account.html", active="account")
+
+
+@router.post("/account/password")
+def account_password(
+    request: Request,
+    principal: PagePrincipal,
+    current_password: Annotated[str, Form(max_length=1000)] = "",
+    new_password: Annotated[str, Form(max_length=1000)] = "",
+    confirm_password: Annotated[str, Form(max_length=1000)] = "",
+    csrf: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    check_form_csrf(principal, csrf)
+    console = _console(request)
+    if new_password != confirm_password:
+        return console.render(
+            request,
+            "account.html",
+            status=422,
+            active="account",
+            error="The new password and its confirmation differ.",
+        )
+    try:
+        with db_of(request).session(write=True) as session:
+            person = change_password(
+                session,
+                principal,
+                current_password,
+                new_password,
+                keep_session=request.cookies.get(SESSION_COOKIE),
+            )
+            record(
+                session,
+                principal,
+                "person.change_password",
+                "person",
+                person.id,
+                business_unit_id=person.business_unit_id,
+                changes={"password": "changed"},
+            )
+    except BridgeheadError as exc:
+        return console.render(request, "account.html", status=exc.status, active="account", error=exc.message)
+    return console.render(
+        request,
+        "account.html",
+        active="account",
+        notice="Password changed. Your other sessions were signed out.",
+    )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from bridgehead.audit.service import record
 from bridgehead.auth import tokens
-from bridgehead.auth.deps import ApiPrincipal, db_of
+from bridgehead.auth.deps import SESSION_COOKIE, ApiPrincipal, db_of
 from bridgehead.auth.models import Person
 from bridgehead.auth.roles import Action
-from bridgehead.auth.schemas import TokenCreate, TokenCreated, TokenOut
-from bridgehead.auth.service import require
+from bridgehead.auth.schemas import PasswordChange, TokenCreate, TokenCreated, TokenOut
+from bridgehead.auth.service import change_password, require
 from bridgehead.errors import NotFound, error_responses
 from bridgehead.schemas import Page
 
@@ -48,3 +49,25 @@ def revoke_token(request: Request, principal: ApiPrincipal, token_id: str) -> To
     owner = None if principal.can(Action.TOKEN_MANAGE_ANY) else principal.person_id
     with db_of(request).session(write=True) as session:
         return TokenOut.model_validate(tokens.revoke_token(session, principal, token_id, owner_id=owner))
+
+
+@router.post("/me/password", status_code=204, responses=ERRORS)
+def change_my_password(request: Request, principal: ApiPrincipal, body: PasswordChange) -> None:
+    """Change your own password; your other console sessions end."""
+    with db_of(request).session(write=True) as session:
+        person = change_password(
+            session,
+            principal,
+            body.current_password,
+            body.new_password,
+            keep_session=request.cookies.get(SESSION_COOKIE),
+        )
+        record(
+            session,
+            principal,
+            "person.change_password",
+            "person",
+            person.id,
+            business_unit_id=person.business_unit_id,
+            changes={"password": "changed"},
+        )

@@ -25,6 +25,7 @@ __all__ = [
     "authenticate_password",
     "authenticate_session",
     "authenticate_token",
+    "change_password",
     "create_session",
     "end_session",
     "hash_password",
@@ -202,6 +203,27 @@ def end_session(session: Session, secret: str) -> WebSession | None:
     if web is not None and web.ended_at is None:
         web.ended_at = utcnow()
     return web
+
+
+def change_password(
+    session: Session, principal: Principal, current: str, new: str, *, keep_session: str | None = None
+) -> Person:
+    """Self-service password change. Every other console session of the person ends."""
+    person = session.get(Person, principal.person_id)
+    if person is None or not verify_password(person.password_hash, current):
+        raise PermissionDenied("The current password is not correct.", details={"field": "current_password"})
+    if current == new:
+        raise ValidationFailed(
+            "Choose a password different from the current one.", details={"field": "new_password"}
+        )
+    person.password_hash = hash_password(new)
+    keep = _sha256(keep_session) if keep_session else None
+    for web in session.scalars(
+        select(WebSession).where(WebSession.person_id == person.id, WebSession.ended_at.is_(None))
+    ):
+        if web.session_hash != keep:
+            web.ended_at = utcnow()
+    return person
 
 
 def csrf_matches(expected: str | None, given: str | None) -> bool:

@@ -40,7 +40,7 @@ class PersonCreate(_In):
     email: EmailStr
     name: str = Field(min_length=1, max_length=200)
     role: Role
-    business_unit_id: str = Field(min_length=1, max_length=32)
+    business_unit_id: str = Field(min_length=1, max_length=64, description="Id or slug of the business unit.")
     password: str | None = Field(
         default=None,
         min_length=12,
@@ -52,7 +52,7 @@ class PersonCreate(_In):
 class PersonUpdate(_In):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     role: Role | None = None
-    business_unit_id: str | None = Field(default=None, min_length=1, max_length=32)
+    business_unit_id: str | None = Field(default=None, min_length=1, max_length=64)
     is_active: bool | None = None
 
 

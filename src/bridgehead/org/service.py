@@ -266,19 +266,6 @@ def update_person(session: Session, actor: Actor, person_id: str, **fields: Any)
     return person
 
 
-def set_password(session: Session, actor: Actor, person: Person, password: str) -> None:
-    person.password_hash = hash_password(password)
-    record(
-        session,
-        actor,
-        "person.set_password",
-        "person",
-        person.id,
-        business_unit_id=person.business_unit_id,
-        changes={"password": "changed"},
-    )
-
-
 def create_admin(
     session: Session, actor: Actor, email: str, password: str, name: str | None = None
 ) -> Person:
