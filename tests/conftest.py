@@ -11,12 +11,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from bridgehead.app import create_app
 from bridgehead.audit.service import ActorRef
+from bridgehead.auth import service as auth_service
 from bridgehead.auth.models import Person
 from bridgehead.auth.roles import Role
 from bridgehead.auth.tokens import create_token
@@ -28,6 +30,12 @@ from tests.pg import PostgresServer
 ENGINES = ["sqlite", "postgresql"]
 PASSWORD = "correct-horse-battery"
 CLI_ACTOR = ActorRef(email="test:fixture")
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Still argon2id, at the lowest cost: the production cost (~0.1 s a hash) would dominate the run."""
+    monkeypatch.setattr(auth_service, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @pytest.fixture(scope="session")

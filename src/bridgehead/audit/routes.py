@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from pydantic import AfterValidator, AwareDatetime
 
 from bridgehead.audit import service
 from bridgehead.audit.schemas import AuditEventOut, AuditPage, VerifyOut
@@ -17,6 +18,17 @@ from bridgehead.errors import error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 ERRORS = error_responses()
+
+
+def _as_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+05:00 is before the first representable instant
+        raise ValueError("date-time is out of range once converted to UTC") from exc
+
+
+# The audit trail stores UTC; a bound must say which instant it means (RFC 3339 requires the offset).
+UtcBound = Annotated[AwareDatetime, AfterValidator(_as_utc)]
 
 
 @router.get("/audit-events", response_model=AuditPage, responses=ERRORS)
@@ -30,8 +42,10 @@ def list_events(
     object_type: Annotated[str | None, Query(max_length=60)] = None,
     object_id: Annotated[str | None, Query(max_length=64)] = None,
     business_unit_id: Annotated[str | None, Query(max_length=32)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[
+        UtcBound | None, Query(description="Events at or after this instant (with offset).")
+    ] = None,
+    until: Annotated[UtcBound | None, Query(description="Events before this instant (with offset).")] = None,
     before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:

@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from bridgehead.errors import BridgeheadError, Conflict, StoreUnavailable
+from bridgehead.errors import BridgeheadError, Conflict, StoreUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,13 @@ def translate_db_errors() -> Iterator[None]:
     except IntegrityError as exc:
         raise Conflict(
             "The change conflicts with existing data.", details={"reason": str(exc.orig).splitlines()[0]}
+        ) from exc
+    except DataError as exc:
+        # The database refused a value the request carried (PostgreSQL: a NUL character in text, a string
+        # longer than its column, a number out of range). The client's input, not the store, is at fault.
+        raise ValidationFailed(
+            "A value in the request cannot be stored or searched for.",
+            details={"reason": next(iter(str(exc.orig).splitlines()), "")},
         ) from exc
     except (OperationalError, DBAPIError) as exc:
         log.warning("database unavailable: %s", str(exc).splitlines()[0])

@@ -1,0 +1,161 @@
+"""A test for every cell of the permission matrix (role x action), through the real HTTP API.
+
+``EXPECTED`` below is the specification, written out by hand: it is deliberately NOT derived from
+``bridgehead.auth.roles.MATRIX``. If the code and this table disagree, one of them is wrong.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from bridgehead.auth.roles import Action, Role
+from tests.conftest import Member, Org
+
+# Columns, in this order, of every row of EXPECTED.
+ACTIONS: tuple[str, ...] = (
+    "org.read",
+    "unit.manage",
+    "person.manage",
+    "token.create_own",
+    "token.manage_any",
+    "audit.read",
+)
+
+Y, N = True, False
+
+# fmt: off
+EXPECTED: dict[str, tuple[bool, ...]] = {
+    #                              org.read  unit.manage  person.manage  token.create_own  token.manage_any  audit.read
+    "chief_ai_officer":          (Y,        Y,           Y,             Y,                Y,                Y),
+    "ai_program_manager":        (Y,        N,           N,             Y,                N,                N),
+    "data_scientist":            (Y,        N,           N,             Y,                N,                N),
+    "ml_engineer":               (Y,        N,           N,             Y,                N,                N),
+    "data_engineer":             (Y,        N,           N,             Y,                N,                N),
+    "ethics_compliance_officer": (Y,        N,           N,             Y,                N,                Y),
+    "ai_champion":               (Y,        N,           N,             Y,                N,                N),
+    "business_user":             (Y,        N,           N,             Y,                N,                N),
+}
+# fmt: on
+
+CELLS: list[tuple[str, str, bool]] = [
+    (role, action, row[i]) for role, row in EXPECTED.items() for i, action in enumerate(ACTIONS)
+]
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# --- the one request that exercises each action -----------------------------------------------
+
+Exercise = Callable[[TestClient, Org, Member], httpx.Response]
+
+
+def _org_read(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    return client.get("/api/v1/business-units", headers=me.headers)
+
+
+def _unit_manage(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    slug = _unique("unit")
+    return client.post(
+        "/api/v1/business-units", headers=me.headers, json={"slug": slug, "name": slug.title()}
+    )
+
+
+def _person_manage(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    email = f"{_unique('invitee')}@example.com"
+    body = {
+        "email": email,
+        "name": "Invitee",
+        "role": "business_user",
+        "business_unit_id": orgs.unit("retail"),
+    }
+    return client.post("/api/v1/people", headers=me.headers, json=body)
+
+
+def _token_create_own(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    return client.post("/api/v1/tokens", headers=me.headers, json={"name": "matrix"})
+
+
+def _token_manage_any(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    someone_else = orgs.member(Role.DATA_ENGINEER, unit="retail")
+    return client.get("/api/v1/tokens", headers=me.headers, params={"person_id": someone_else.id})
+
+
+def _audit_read(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    return client.get("/api/v1/audit-events", headers=me.headers)
+
+
+EXERCISE: dict[str, Exercise] = {
+    "org.read": _org_read,
+    "unit.manage": _unit_manage,
+    "person.manage": _person_manage,
+    "token.create_own": _token_create_own,
+    "token.manage_any": _token_manage_any,
+    "audit.read": _audit_read,
+}
+
+
+def assert_permission_denied(response: httpx.Response, action: str, role: str) -> None:
+    assert response.status_code == 403, response.text
+    body: Any = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message", "details"}, body
+    assert error["code"] == "permission_denied"
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert isinstance(error["details"], dict)
+    # The refusal names the action that was checked, so this is the matrix talking, not something else.
+    assert error["details"].get("action") == action
+    assert error["details"].get("role") == role
+
+
+# --- the table is complete ---------------------------------------------------------------------
+
+
+def test_table_covers_every_role_and_every_action_in_the_code() -> None:
+    assert set(ACTIONS) == {a.value for a in Action}, "an Action was added or removed: extend EXPECTED"
+    assert len(ACTIONS) == len(set(ACTIONS))
+    assert set(EXPECTED) == {r.value for r in Role}, "a Role was added or removed: extend EXPECTED"
+    assert all(len(row) == len(ACTIONS) for row in EXPECTED.values())
+    assert set(EXERCISE) == set(ACTIONS), "every action needs the request that exercises it"
+    assert {(r, a) for r, a, _ in CELLS} == {(r.value, a.value) for r in Role for a in Action}
+
+
+# --- one test per cell -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "action", "allowed"),
+    CELLS,
+    ids=[f"{r}-{a}-{'allowed' if ok else 'denied'}" for r, a, ok in CELLS],
+)
+def test_cell(client: TestClient, orgs: Org, role: str, action: str, allowed: bool) -> None:
+    # A person in an ordinary business unit, so only the role (not central membership) decides.
+    me = orgs.member(Role(role), unit="retail")
+    response = EXERCISE[action](client, orgs, me)
+    if allowed:
+        assert 200 <= response.status_code < 300, response.text
+    else:
+        assert_permission_denied(response, action, role)
+
+
+# --- the issue's explicit case -----------------------------------------------------------------
+
+
+def test_business_user_token_cannot_create_a_business_unit(client: TestClient, orgs: Org) -> None:
+    user = orgs.member(Role.BUSINESS_USER, unit="retail")
+    response = client.post(
+        "/api/v1/business-units", headers=user.headers, json={"slug": "shadow-it", "name": "Shadow IT"}
+    )
+    assert_permission_denied(response, "unit.manage", "business_user")
+    # Nothing was created.
+    slugs = [u["slug"] for u in client.get("/api/v1/business-units", headers=user.headers).json()["items"]]
+    assert "shadow-it" not in slugs
