@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ from sqlalchemy import text
 
 from bridgehead.settings import Settings
 from bridgehead.store import Database
+from bridgehead.store.migrate import head_revision
 from tests.live import BRIDGEHEAD, bridgehead_env, free_port, running_server
 
 
@@ -27,7 +29,7 @@ def run(settings: Settings, *args: str, input: str | None = None) -> subprocess.
 def migrated(settings: Settings) -> Settings:
     result = run(settings, "db", "upgrade")
     assert result.returncode == 0, result.stderr
-    assert "database at revision 0001" in result.stdout
+    assert f"database at revision {head_revision()}" in result.stdout
     return settings
 
 
@@ -104,18 +106,52 @@ def test_demo_seeds_an_organization_and_serves(tmp_path: Path) -> None:
     home = tmp_path / "demo"
     port = free_port()
     env = bridgehead_env()
-    with running_server(env, "demo", "--home", str(home), port=port) as url:
+    log = tmp_path / "demo.log"
+    with running_server(env, "demo", "--home", str(home), port=port, log=log) as url:
+        # The server answers while the demo still trains; it prints the console URL when done.
+        deadline = time.time() + 240
+        while "console: " not in log.read_text(errors="replace"):
+            assert time.time() < deadline, log.read_text(errors="replace")[-2000:]
+            time.sleep(0.5)
         login = httpx.get(f"{url}/login")
         assert login.status_code == 200 and "Sign in" in login.text
+        assert "ds.retail@demo.bridgehead.dev" in log.read_text()
     seeded = Database(f"sqlite:///{home / 'bridgehead.db'}")
     with seeded.engine.connect() as conn:
         units = conn.execute(
             text("SELECT count(*) FROM business_units WHERE is_central = false")
         ).scalar_one()
         roles = {r for (r,) in conn.execute(text("SELECT DISTINCT role FROM people"))}
+        models = dict(
+            conn.execute(
+                text(
+                    "SELECT m.name, count(v.id) FROM registered_models m JOIN model_versions v ON v.model_id = m.id "
+                    "GROUP BY m.name"
+                )
+            ).all()
+        )
+        aliases = dict(
+            conn.execute(
+                text(
+                    "SELECT m.name || '@' || a.alias, a.version FROM model_aliases a "
+                    "JOIN registered_models m ON m.id = a.model_id"
+                )
+            ).all()
+        )
+        runs = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
+        flavors = {f for (f,) in conn.execute(text("SELECT DISTINCT flavor FROM model_versions"))}
     seeded.dispose()
     assert units == 3
     assert len(roles) == 8
+    # Real models logged through the SDK (retail) and through the unchanged mlflow client (lending).
+    assert models == {"credit-risk-scorer": 3, "lending-churn": 1}
+    assert aliases == {
+        "credit-risk-scorer@champion": 3,
+        "credit-risk-scorer@challenger": 2,
+        "lending-churn@champion": 1,
+    }
+    assert runs == 4
+    assert flavors == {"sklearn"}
     # A second demo into the same home is refused rather than mixing two organizations.
     again = subprocess.run(
         [BRIDGEHEAD, "demo", "--home", str(home), "--no-serve"],

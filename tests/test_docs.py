@@ -269,6 +269,8 @@ def _recorded_actions() -> set[str]:
             if getattr(node.func, "id", getattr(node.func, "attr", None)) != "record":
                 continue
             candidates = node.args[2:3] + [k.value for k in node.keywords if k.arg == "action"]
+            # `"x.delete" if ... else "x.restore"` names two actions.
+            candidates += [b for c in candidates if isinstance(c, ast.IfExp) for b in (c.body, c.orelse)]
             actions |= {str(c.value) for c in candidates if isinstance(c, ast.Constant)}
     return actions
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -42,11 +43,11 @@ from schemathesis.specs.openapi.checks import (
 from bridgehead.app import create_app
 from bridgehead.auth.roles import Role
 from bridgehead.settings import Settings
-from tests.conftest import PASSWORD, Org
+from tests.conftest import PASSWORD, Member, Org
 
 BASE_URL = "https://testserver"
 SEED = 20_240_611
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = 12
 NUL = "\x00"
 
 CHECKS = [
@@ -91,6 +92,41 @@ class Target:
     ids: dict[str, str]
 
 
+def _tracking_ids(client: TestClient, owner: Member) -> dict[str, str]:
+    """An experiment, a run with a metric and a model directory, and a registered model whose version 1
+    has the alias champion, owned by ``owner``: real objects for the path parameters of those APIs."""
+
+    def ok(response: httpx.Response) -> Any:
+        assert response.status_code < 300, response.text
+        return response.json() if response.content else None
+
+    headers = owner.headers
+    experiment = ok(client.post("/api/v1/experiments", headers=headers, json={"name": "fuzz-experiment"}))
+    run = ok(client.post("/api/v1/runs", headers=headers, json={"experiment_id": experiment["id"]}))
+    metrics = {"metrics": [{"key": "loss", "value": 0.5}]}
+    ok(client.post(f"/api/v1/runs/{run['id']}/log-batch", headers=headers, json=metrics))
+    manifest = b'{"flavor": "onnx", "files": ["model.onnx"], "meta": {}}'
+    for path, data in (("model/bridgehead-model.json", manifest), ("model/model.onnx", b"onnx")):
+        ok(client.put(f"/api/v1/runs/{run['id']}/artifacts/{path}", headers=headers, content=data))
+    ok(client.post("/api/v1/registered-models", headers=headers, json={"name": "fuzz-model"}))
+    body = {"run_id": run["id"], "artifact_path": "model"}
+    ok(client.post("/api/v1/registered-models/fuzz-model/versions", headers=headers, json=body))
+    ok(
+        client.put(
+            "/api/v1/registered-models/fuzz-model/aliases/champion", headers=headers, json={"version": 1}
+        )
+    )
+    return {
+        "experiment_id": experiment["id"],
+        "run_id": run["id"],
+        "key": "loss",
+        "path": "model/model.onnx",
+        "name": "fuzz-model",
+        "version": "1",
+        "alias": "champion",
+    }
+
+
 def _build_target(kind: str, app: FastAPI, client: TestClient, orgs: Org) -> Target:
     if kind == "anonymous":
         return Target(app, {}, {})
@@ -99,6 +135,7 @@ def _build_target(kind: str, app: FastAPI, client: TestClient, orgs: Org) -> Tar
     other = orgs.member(Role.DATA_SCIENTIST, unit="retail")
     tokens = client.get("/api/v1/tokens", headers=other.headers).json()["items"]
     ids = {"unit_id": orgs.unit("retail"), "person_id": other.id, "token_id": tokens[0]["id"]}
+    ids.update(_tracking_ids(client, other))
     return Target(app, admin.headers, ids)
 
 
@@ -178,6 +215,58 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/people/{person_id}"): {"name": "Renamed", "business_unit_id": "retail"},
     ("POST", "/api/v1/tokens"): {"name": "sweep"},
     ("POST", "/api/v1/me/password"): {"current_password": PASSWORD, "new_password": "another-long-password"},
+    ("POST", "/api/v1/experiments"): {
+        "name": "sweep",
+        "description": "d",
+        "business_unit_id": None,
+        "use_case_id": "uc-1",
+        "visibility": "organization",
+        "tags": {"team": "sweep"},
+    },
+    ("PATCH", "/api/v1/experiments/{experiment_id}"): {"name": "renamed", "description": "d"},
+    ("PUT", "/api/v1/experiments/{experiment_id}/tags/{key}"): {"value": "v"},
+    ("POST", "/api/v1/runs"): {"experiment_id": "0", "name": "sweep", "tags": {"t": "v"}},
+    ("PATCH", "/api/v1/runs/{run_id}"): {
+        "status": "FINISHED",
+        "end_time": "2026-01-01T00:00:00Z",
+        "name": "n",
+    },
+    ("POST", "/api/v1/runs/search"): {
+        "experiment_ids": ["0"],
+        "filter": "metrics.loss < 1",
+        "order_by": ["metrics.loss DESC"],
+        "view_type": "ALL",
+        "limit": 10,
+        "offset": 0,
+    },
+    ("POST", "/api/v1/runs/{run_id}/log-batch"): {
+        "metrics": [{"key": "loss", "value": 0.1, "step": 1, "timestamp_ms": 1}],
+        "params": {"p": "1"},
+        "tags": {"t": "v"},
+    },
+    ("POST", "/api/v1/runs/{run_id}/inputs"): {
+        "datasets": [
+            {"name": "train", "digest": "ab", "source": "s3://b/k", "schema": "{}", "context": "training"}
+        ]
+    },
+    ("POST", "/api/v1/registered-models"): {
+        "name": "sweep-model",
+        "description": "d",
+        "tags": {"t": "v"},
+        "use_case_id": "uc-1",
+        "visibility": "private",
+    },
+    ("PATCH", "/api/v1/registered-models/{name}"): {
+        "description": "d",
+        "tags": {"t": "v"},
+        "use_case_id": "u",
+    },
+    ("POST", "/api/v1/registered-models/{name}/versions"): {"source": "runs:/x/model", "description": "d"},
+    ("PATCH", "/api/v1/registered-models/{name}/versions/{version}"): {
+        "description": "d",
+        "tags": {"t": "v"},
+    },
+    ("PUT", "/api/v1/registered-models/{name}/aliases/{alias}"): {"version": 1},
 }
 
 # PostgreSQL refuses NUL in text; SQLite stores it.
@@ -250,6 +339,7 @@ def test_edge_values_are_never_a_server_error(
     other = orgs.member(Role.DATA_SCIENTIST, unit="retail")
     token_id = client.get("/api/v1/tokens", headers=other.headers).json()["items"][0]["id"]
     path_values = {"unit_id": orgs.unit("retail"), "person_id": other.id, "token_id": token_id}
+    path_values.update(_tracking_ids(client, other))
     path_values.update(parts.get("path", {}))
     url = path.format(**{k: quote(v, safe="") for k, v in path_values.items()})
     body = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -24,7 +25,15 @@ from bridgehead.store import Database, upgrade
 from bridgehead.store.artifacts import ArtifactStore
 from bridgehead.web import Console
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "error_body", "is_mlflow_path"]
+
+# Artifact uploads through the MLflow proxy are streamed by their route under max_artifact_bytes.
+ARTIFACT_UPLOAD_PREFIXES = (
+    "/api/2.0/mlflow-artifacts/artifacts/",
+    "/ajax-api/2.0/mlflow-artifacts/artifacts/",
+)
+# ... and so are uploads through the native API (tracking/routes.py).
+NATIVE_ARTIFACT_UPLOAD = re.compile(r"^/api/v1/runs/[^/]+/artifacts/.")
 
 log = logging.getLogger("bridgehead.http")
 
@@ -40,6 +49,53 @@ _STATUS_CODES = {
     422: "validation_failed",
     429: "too_many_requests",
 }
+
+# The MLflow REST API (tracking/mlflow_api.py) answers errors as MLflow does: {"error_code", "message"} with
+# MLflow's statuses, because the mlflow client's behaviour depends on them (set_experiment creates on
+# RESOURCE_DOES_NOT_EXIST, register_model continues on RESOURCE_ALREADY_EXISTS, 5xx are retried for minutes).
+MLFLOW_PREFIXES = ("/api/2.0/", "/api/3.0/", "/ajax-api/")
+_NO_ENDPOINT = "no_endpoint"  # a route missing under the MLflow prefixes (never a Bridgehead code)
+# Bridgehead code -> (HTTP status, MLflow error_code).
+_MLFLOW_CODES = {
+    "bad_request": (400, "INVALID_PARAMETER_VALUE"),
+    "invalid_json": (400, "INVALID_PARAMETER_VALUE"),
+    "validation_failed": (400, "INVALID_PARAMETER_VALUE"),
+    "unauthenticated": (401, "UNAUTHENTICATED"),
+    "permission_denied": (403, "PERMISSION_DENIED"),
+    "not_found": (404, "RESOURCE_DOES_NOT_EXIST"),
+    "already_exists": (400, "RESOURCE_ALREADY_EXISTS"),
+    "conflict": (409, "RESOURCE_CONFLICT"),
+    "payload_too_large": (413, "RESOURCE_EXHAUSTED"),
+    "too_many_requests": (429, "REQUEST_LIMIT_EXCEEDED"),
+    "store_unavailable": (503, "TEMPORARILY_UNAVAILABLE"),
+    "internal_error": (500, "INTERNAL_ERROR"),
+    # Unknown routes and methods: the client falls back to another endpoint on ENDPOINT_NOT_FOUND.
+    _NO_ENDPOINT: (404, "ENDPOINT_NOT_FOUND"),
+    "method_not_allowed": (405, "ENDPOINT_NOT_FOUND"),
+}
+
+
+def is_mlflow_path(path: str) -> bool:
+    return path.startswith(MLFLOW_PREFIXES)
+
+
+def error_body(path: str, status: int, error: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The one place an error becomes a body: Bridgehead's ``{"error": {"code", "message", "details"}}``, or
+    MLflow's ``{"error_code", "message"}`` with MLflow's status under the MLflow prefixes."""
+    if not is_mlflow_path(path):
+        return status, {"error": error}
+    code, message, details = error["code"], error["message"], error.get("details") or {}
+    fallback = (status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+    status, mlflow_code = _MLFLOW_CODES.get(code, fallback)
+    # MLflow's body has no details: name the offending fields in the message instead.
+    problems = [
+        f"{'.'.join(str(p) for p in err.get('location', [])[1:]) or 'body'}: {err.get('message')}"
+        for err in details.get("errors", [])[:5]
+        if isinstance(err, dict)
+    ]
+    if problems:
+        message = f"{message} {'; '.join(problems)}"
+    return status, {"error_code": mlflow_code, "message": message}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -96,14 +152,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ready"}
 
     # The last added runs outermost: security headers wrap every answer, including 413s and 500s.
-    app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes, exempt=ARTIFACT_UPLOAD_PREFIXES)
     app.add_middleware(_RequestContext)
     app.add_middleware(_SecurityHeaders)
     return app
 
 
 def _wants_html(request: Request) -> bool:
-    return not request.url.path.startswith("/api") and "text/html" in request.headers.get("accept", "")
+    path = request.url.path
+    return (
+        not path.startswith("/api")
+        and not is_mlflow_path(path)
+        and "text/html" in request.headers.get("accept", "")
+    )
 
 
 def _install_error_handlers(app: FastAPI, console: Console) -> None:
@@ -113,11 +174,10 @@ def _install_error_handlers(app: FastAPI, console: Console) -> None:
                 return console.redirect_to_login(request)
             return console.error_page(request, status, message)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(
-            {"error": {"code": code, "message": message, "details": details}},
-            status_code=status,
-            headers=headers,
+        status, body = error_body(
+            request.url.path, status, {"code": code, "message": message, "details": details}
         )
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(BridgeheadError)
     async def _bridgehead(request: Request, exc: BridgeheadError) -> Response:
@@ -145,6 +205,8 @@ def _install_error_handlers(app: FastAPI, console: Console) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         message = str(exc.detail) if exc.detail else code.replace("_", " ")
+        if exc.status_code == 404 and is_mlflow_path(request.url.path):
+            code, message = _NO_ENDPOINT, f"No endpoint {request.method} {request.url.path}."
         return respond(request, exc.status_code, code, message, {})
 
 
@@ -184,8 +246,9 @@ class _RequestContext:
             log.exception("unhandled error")
             if not started:
                 message = f"Internal error; quote request id {rid} to your administrator."
-                body = {"error": {"code": "internal_error", "message": message, "details": {}}}
-                await JSONResponse(body, status_code=500)(scope, receive, send_with_id)
+                error = {"code": "internal_error", "message": message, "details": {}}
+                status_, body = error_body(scope["path"], 500, error)
+                await JSONResponse(body, status_code=status_)(scope, receive, send_with_id)
         finally:
             log.info(
                 "%s %s %s",
@@ -203,28 +266,37 @@ class _RequestContext:
 
 
 class _BodyLimit:
-    """Refuse bodies above the limit, whether announced by Content-Length or streamed."""
+    """Refuse bodies above the limit, whether announced by Content-Length or streamed.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Artifact uploads (``PUT`` under an ``exempt`` prefix) are streamed to the store by their route, which
+    enforces ``max_artifact_bytes`` instead."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            scope["method"] == "PUT"
+            and (scope["path"].startswith(self.exempt) or NATIVE_ARTIFACT_UPLOAD.match(scope["path"]))
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers", []))
         length = headers.get(b"content-length")
-        too_big = PayloadTooLarge(
+        limit_error = PayloadTooLarge(
             f"Request body is larger than {self.max_bytes} bytes.", details={"limit_bytes": self.max_bytes}
         )
+        _, body = error_body(scope["path"], 413, limit_error.to_body()["error"])
+        too_big = JSONResponse(body, status_code=413)
         if length is not None:
             try:
                 announced = int(length)
             except ValueError:
                 announced = self.max_bytes + 1
             if announced > self.max_bytes:
-                await JSONResponse(too_big.to_body(), status_code=413)(scope, receive, send)
+                await too_big(scope, receive, send)
                 return
         received = 0
         exceeded = False
@@ -244,7 +316,7 @@ class _BodyLimit:
             if not exceeded:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await JSONResponse(too_big.to_body(), status_code=413)(scope, receive, send)
+                await too_big(scope, receive, send)
 
         await self.app(scope, limited_receive, guarded_send)
 

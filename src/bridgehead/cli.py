@@ -244,8 +244,16 @@ def demo(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     serve: Annotated[bool, typer.Option(help="Start the server after seeding.")] = True,
 ) -> None:
-    """Create a fresh demo home, seed a demo organization, print the logins and start the server."""
-    from bridgehead.demo import DEMO_PASSWORD, seed
+    """Create a fresh demo home, seed a demo organization, train and register real models, print the
+    logins and serve the console."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from bridgehead.app import create_app
+    from bridgehead.demo import DEMO_PASSWORD, demo_tokens, seed, train_models
 
     demo_home = home or Path(tempfile.mkdtemp(prefix="bridgehead-demo-"))
     if (demo_home / "bridgehead.db").exists():
@@ -257,25 +265,47 @@ def demo(
         "artifact_root": str(demo_home / "artifacts"),
         "host": host,
         "port": port,
+        "log_level": "WARNING",
     }
     settings = _settings(**overrides)
-    people = seed(_database(settings), _actor())
-    table = Table(
-        "e-mail", "role", "business unit", title=f"Demo organization (password for all: {DEMO_PASSWORD})"
-    )
+    db = _database(settings)
+    people = seed(db, _actor())
+    tokens = demo_tokens(db, _actor())
+    # The demo logs through the real HTTP API, as users do, so the server starts first.
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_config=None))
+    thread = threading.Thread(target=server.run, name="bridgehead-demo-server", daemon=True)
+    thread.start()
+    url = f"http://{host}:{port}"
+    deadline = time.time() + 30
+    while not server.started:
+        if not thread.is_alive() or time.time() > deadline:
+            err.print(f"[red]error:[/red] the server did not start on {host}:{port} (is the port in use?).")
+            raise typer.Exit(2)
+        time.sleep(0.1)
+    with err.status("training and registering demo models…") as status:
+        try:
+            train_models(url, tokens, lambda message: status.update(message))
+        except ImportError as exc:
+            err.print(f"models skipped ({exc.name} is not installed): pip install 'bridgehead[demo]'")
+    httpx.get(f"{url}/readyz", timeout=10).raise_for_status()
+    table = Table(title=f"Demo organization (password for all: {DEMO_PASSWORD})")
+    table.add_column("e-mail", no_wrap=True)
+    table.add_column("role")
+    table.add_column("business unit")
     for email, role, unit in people:
         table.add_row(email, role, unit)
     out.print(table)
     out.print(f"demo home: {demo_home}")
-    url = f"http://{host}:{port}/"
-    out.print(f"console: {url}  (sign in as admin@demo.bridgehead.dev)")
+    out.print(f"console: {url}/  (sign in as admin@demo.bridgehead.dev)")
     sys.stdout.flush()
-    if serve:
-        import uvicorn
-
-        from bridgehead.app import create_app
-
-        uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+    try:
+        while serve and thread.is_alive():
+            thread.join(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from bridgehead.web import Console
 
-__all__ = ["hookimpl", "hookspec", "plugin_manager"]
+__all__ = ["flavors", "hookimpl", "hookspec", "plugin_manager"]
 
 hookspec = pluggy.HookspecMarker("bridgehead")
 hookimpl = pluggy.HookimplMarker("bridgehead")
@@ -22,6 +22,8 @@ DEFAULT_PLUGINS = (
     "bridgehead.org.plugin",
     "bridgehead.auth.plugin",
     "bridgehead.audit.plugin",
+    "bridgehead.tracking.plugin",
+    "bridgehead.registry.plugin",
     "bridgehead.web.plugin",
 )
 
@@ -35,6 +37,10 @@ class Specs:
     def register_commands(self, cli: typer.Typer) -> None:
         """Add sub-commands to the ``bridgehead`` CLI."""
 
+    @hookspec
+    def register_flavors(self) -> list[Any]:  # type: ignore[empty-body]
+        """Model flavors (see bridgehead.registry.flavors.Flavor): how models are saved and loaded."""
+
 
 def plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
     import importlib
@@ -46,3 +52,12 @@ def plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
     if load_entry_points:
         pm.load_setuptools_entrypoints("bridgehead")
     return pm
+
+
+def flavors(pm: pluggy.PluginManager) -> dict[str, Any]:
+    """Every registered flavor by name; plugins registered later win over built-ins of the same name."""
+    found: dict[str, Any] = {}
+    for batch in reversed(pm.hook.register_flavors()):
+        for flavor in batch:
+            found[flavor.name] = flavor
+    return found

@@ -71,8 +71,26 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = Field(
         default=None, description="Password of the first admin created from `admin_email`."
     )
+    max_artifact_bytes: int = Field(
+        default=5 * 1024**3,
+        ge=1,
+        description="Largest single artifact file accepted by an upload; larger answers 413.",
+    )
+    trusted_flavors: list[str] = Field(
+        default_factory=list,
+        description="Model formats that execute code when loaded and may nevertheless be loaded, e.g. "
+        '`["pickle"]`. Empty by default: pickled models are stored but never unpickled. Each such load is audited.',
+    )
     migrate_on_start: bool = Field(
         default=True, description="Apply database migrations when the server starts."
+    )
+    url: str | None = Field(
+        default=None,
+        description="Client side: the Bridgehead server the Python SDK (`import bridgehead as bh`) talks to, "
+        "e.g. `https://bridgehead.bank.example`.",
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Client side: the API token the Python SDK sends as a Bearer token."
     )
 
     @field_validator("database_url")

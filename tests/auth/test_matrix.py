@@ -25,21 +25,26 @@ ACTIONS: tuple[str, ...] = (
     "token.create_own",
     "token.manage_any",
     "audit.read",
+    "tracking.read",
+    "tracking.write",
+    "model.register",
+    "model.alias",
 )
 
 Y, N = True, False
 
 # fmt: off
 EXPECTED: dict[str, tuple[bool, ...]] = {
-    #                              org.read  unit.manage  person.manage  token.create_own  token.manage_any  audit.read
-    "chief_ai_officer":          (Y,        Y,           Y,             Y,                Y,                Y),
-    "ai_program_manager":        (Y,        N,           N,             Y,                N,                N),
-    "data_scientist":            (Y,        N,           N,             Y,                N,                N),
-    "ml_engineer":               (Y,        N,           N,             Y,                N,                N),
-    "data_engineer":             (Y,        N,           N,             Y,                N,                N),
-    "ethics_compliance_officer": (Y,        N,           N,             Y,                N,                Y),
-    "ai_champion":               (Y,        N,           N,             Y,                N,                N),
-    "business_user":             (Y,        N,           N,             Y,                N,                N),
+    #                              org.  unit.   person. token.  token.  audit. track. track. model.    model.
+    #                              read  manage  manage  own     any     read   read   write  register  alias
+    "chief_ai_officer":          (Y,    Y,      Y,      Y,      Y,      Y,     Y,     Y,     Y,        Y),
+    "ai_program_manager":        (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N),
+    "data_scientist":            (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y),
+    "ml_engineer":               (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y),
+    "data_engineer":             (Y,    N,      N,      Y,      N,      N,     Y,     Y,     N,        N),
+    "ethics_compliance_officer": (Y,    N,      N,      Y,      N,      Y,     Y,     N,     N,        N),
+    "ai_champion":               (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N),
+    "business_user":             (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N),
 }
 # fmt: on
 
@@ -92,6 +97,40 @@ def _audit_read(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
     return client.get("/api/v1/audit-events", headers=me.headers)
 
 
+def _tracking_read(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    return client.get("/api/v1/experiments", headers=me.headers)
+
+
+def _tracking_write(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    return client.post("/api/v1/experiments", headers=me.headers, json={"name": _unique("experiment")})
+
+
+def _model_register(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    return client.post("/api/v1/registered-models", headers=me.headers, json={"name": _unique("model")})
+
+
+def _ok(response: httpx.Response) -> Any:
+    assert response.status_code < 300, response.text
+    return response.json() if response.content else None
+
+
+def _model_alias(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    # A version in the caller's own unit, registered by a colleague who may: only the alias is at stake.
+    colleague = orgs.member(Role.DATA_SCIENTIST, unit="retail").headers
+    experiment = _ok(client.post("/api/v1/experiments", headers=colleague, json={"name": _unique("exp")}))
+    run = _ok(client.post("/api/v1/runs", headers=colleague, json={"experiment_id": experiment["id"]}))
+    manifest = b'{"flavor": "onnx", "files": ["model.onnx"], "meta": {}}'
+    for path, data in (("model/bridgehead-model.json", manifest), ("model/model.onnx", b"onnx")):
+        _ok(client.put(f"/api/v1/runs/{run['id']}/artifacts/{path}", headers=colleague, content=data))
+    name = _unique("aliased")
+    _ok(client.post("/api/v1/registered-models", headers=colleague, json={"name": name}))
+    body = {"run_id": run["id"], "artifact_path": "model"}
+    _ok(client.post(f"/api/v1/registered-models/{name}/versions", headers=colleague, json=body))
+    return client.put(
+        f"/api/v1/registered-models/{name}/aliases/champion", headers=me.headers, json={"version": 1}
+    )
+
+
 EXERCISE: dict[str, Exercise] = {
     "org.read": _org_read,
     "unit.manage": _unit_manage,
@@ -99,6 +138,10 @@ EXERCISE: dict[str, Exercise] = {
     "token.create_own": _token_create_own,
     "token.manage_any": _token_manage_any,
     "audit.read": _audit_read,
+    "tracking.read": _tracking_read,
+    "tracking.write": _tracking_write,
+    "model.register": _model_register,
+    "model.alias": _model_alias,
 }
 
 

@@ -45,6 +45,10 @@ class Action(StrEnum):
     TOKEN_CREATE_OWN = "token.create_own"  # noqa: S105
     TOKEN_MANAGE_ANY = "token.manage_any"  # noqa: S105
     AUDIT_READ = "audit.read"
+    TRACKING_READ = "tracking.read"
+    TRACKING_WRITE = "tracking.write"
+    MODEL_REGISTER = "model.register"
+    MODEL_ALIAS = "model.alias"
 
 
 _ALL = frozenset(Role)
@@ -56,6 +60,14 @@ MATRIX: dict[Action, frozenset[Role]] = {
     Action.TOKEN_CREATE_OWN: _ALL,
     Action.TOKEN_MANAGE_ANY: frozenset({Role.CHIEF_AI_OFFICER}),
     Action.AUDIT_READ: frozenset({Role.CHIEF_AI_OFFICER, Role.ETHICS_COMPLIANCE_OFFICER}),
+    # Experiments, runs, registered models: reading is open to every role (visibility still applies).
+    Action.TRACKING_READ: _ALL,
+    Action.TRACKING_WRITE: frozenset(
+        {Role.CHIEF_AI_OFFICER, Role.DATA_SCIENTIST, Role.ML_ENGINEER, Role.DATA_ENGINEER}
+    ),
+    Action.MODEL_REGISTER: frozenset({Role.CHIEF_AI_OFFICER, Role.DATA_SCIENTIST, Role.ML_ENGINEER}),
+    # Moving an alias such as "champion" changes what downstream consumers load.
+    Action.MODEL_ALIAS: frozenset({Role.CHIEF_AI_OFFICER, Role.DATA_SCIENTIST, Role.ML_ENGINEER}),
 }
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from bridgehead.auth.models import ApiToken, LoginAttempt, Person, WebSession
@@ -124,15 +124,41 @@ def issue_token(session: Session, person: Person, name: str, days: int) -> tuple
     return token, secret
 
 
+# Every API request runs this: one statement, built once (so SQLAlchemy compiles it once), reading plain
+# columns rather than three ORM objects. That is about a quarter of the cost of the three lookups.
+_TOKEN_LOOKUP = (
+    select(
+        ApiToken.revoked_at,
+        ApiToken.expires_at,
+        Person.id,
+        Person.email,
+        Person.name,
+        Person.role,
+        Person.business_unit_id,
+        Person.is_active,
+        BusinessUnit.is_central,
+    )
+    .outerjoin(Person, Person.id == ApiToken.person_id)
+    .outerjoin(BusinessUnit, BusinessUnit.id == Person.business_unit_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+
 def authenticate_token(session: Session, secret: str) -> Principal:
-    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == _sha256(secret)))
-    now = utcnow()
-    if token is None or token.revoked_at is not None or token.expires_at <= now:
+    row = session.execute(_TOKEN_LOOKUP, {"token_hash": _sha256(secret)}).one_or_none()
+    if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
         raise Unauthenticated("The API token is unknown, expired or revoked. Create a new one.")
-    person = session.get(Person, token.person_id)
-    if person is None or not person.is_active:
+    if row.id is None or not row.is_active:
         raise Unauthenticated("The token's owner is deactivated.")
-    return _principal(session, person, "token")
+    return Principal(
+        person_id=row.id,
+        email=row.email,
+        name=row.name,
+        role=Role(row.role),
+        business_unit_id=row.business_unit_id,
+        unit_is_central=bool(row.is_central),
+        via="token",
+    )
 
 
 # --- passwords and console sessions -----------------------------------------------------------

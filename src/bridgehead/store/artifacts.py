@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import posixpath
 import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fsspec
 
-from bridgehead.errors import BadRequest, NotFound
+from bridgehead.errors import BadRequest, NotFound, PayloadTooLarge
 
-__all__ = ["ArtifactStore", "safe_relative_path"]
+__all__ = ["ArtifactStore", "DirEntry", "safe_relative_path"]
 
 _BAD = re.compile(r"[\x00-\x1f\\]")
 
@@ -43,9 +48,19 @@ class ArtifactStore:
     def __init__(self, root: str, **storage_options: Any) -> None:
         self.fs, self.root = fsspec.core.url_to_fs(root, **storage_options)
         self.root = self.root.rstrip("/")
+        self._local = "file" in (
+            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        )
 
     def _full(self, path: str) -> str:
-        return f"{self.root}/{safe_relative_path(path)}"
+        full = f"{self.root}/{safe_relative_path(path)}"
+        if self._local:
+            # A symlink inside the root could point anywhere: resolve and re-check.
+            real_root = os.path.realpath(self.root)
+            real = os.path.realpath(full)
+            if real != real_root and not real.startswith(real_root + os.sep):
+                raise BadRequest("Artifact path escapes its root through a link.", details={"path": path})
+        return full
 
     def put_bytes(self, path: str, data: bytes) -> None:
         full = self._full(path)
@@ -66,3 +81,83 @@ class ArtifactStore:
 
     def check_writable(self) -> None:
         self.fs.makedirs(self.root, exist_ok=True)
+
+    def put_stream(self, path: str, chunks: Iterable[bytes], *, max_bytes: int) -> int:
+        """Write chunks to ``path``; over ``max_bytes`` the partial file is removed and PayloadTooLarge raised."""
+        full = self._full(path)
+        self.fs.makedirs(posixpath.dirname(full), exist_ok=True)
+        written = 0
+        try:
+            with self.fs.open(full, "wb") as handle:
+                for chunk in chunks:
+                    written += len(chunk)
+                    if written > max_bytes:
+                        raise PayloadTooLarge(
+                            f"Artifact is larger than {max_bytes} bytes (BRIDGEHEAD_MAX_ARTIFACT_BYTES).",
+                            details={"limit_bytes": max_bytes, "path": path},
+                        )
+                    handle.write(chunk)
+        except BaseException:
+            self.fs.rm(full)
+            raise
+        return written
+
+    def iter_bytes(self, path: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        full = self._full(path)
+        if not self.fs.isfile(full):
+            raise NotFound("Artifact not found.", details={"path": path})
+        with self.fs.open(full, "rb") as handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
+
+    def is_file(self, path: str) -> bool:
+        return bool(self.fs.isfile(self._full(path)))
+
+    def delete(self, path: str) -> None:
+        full = self._full(path)
+        if self.fs.exists(full):
+            self.fs.rm(full, recursive=True)
+
+    def list_dir(self, path: str) -> list[DirEntry]:
+        """Direct children of a directory (empty when it does not exist)."""
+        full = self._full(path) if path else self.root
+        if not self.fs.isdir(full):
+            return []
+        entries = []
+        for info in self.fs.ls(full, detail=True):
+            name = posixpath.basename(str(info["name"]).rstrip("/"))
+            entries.append(DirEntry(name, info.get("type") == "directory", int(info.get("size") or 0)))
+        return sorted(entries, key=lambda e: e.name)
+
+    def walk(self, path: str) -> list[tuple[str, int]]:
+        """Every file under a directory as (path relative to it, size), sorted."""
+        full = self._full(path)
+        if not self.fs.isdir(full):
+            return []
+        found = self.fs.find(full, detail=True)
+        return sorted(
+            (posixpath.relpath(str(name), full), int(info.get("size") or 0)) for name, info in found.items()
+        )
+
+    def download_dir(self, path: str, target: Path) -> None:
+        for rel, _ in self.walk(path):
+            local = target / rel
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(self.get_bytes(f"{path}/{rel}"))
+
+    def sha256_dir(self, path: str) -> str:
+        """Digest of a directory: SHA-256 over the sorted (path, file SHA-256) lines."""
+        lines = []
+        for rel, _ in self.walk(path):
+            digest = hashlib.sha256()
+            for chunk in self.iter_bytes(f"{path}/{rel}"):
+                digest.update(chunk)
+            lines.append(f"{rel}\t{digest.hexdigest()}\n")
+        return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    name: str
+    is_dir: bool
+    size: int

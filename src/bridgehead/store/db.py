@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 from bridgehead.errors import BridgeheadError, Conflict, StoreUnavailable, ValidationFailed
 
@@ -56,8 +56,12 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-            # Short-lived connections avoid holding file handles across forked workers.
-            kwargs["poolclass"] = NullPool
+            # Pooled: when the last connection to a WAL database closes, SQLite checkpoints and deletes the
+            # WAL, so a connection per request would pay that (and the PRAGMAs) on every call, about twice the
+            # cost of a small write. Server workers are spawned, not forked, so no handle crosses processes.
+            kwargs["poolclass"] = QueuePool
+            kwargs["pool_size"] = 5
+            kwargs["max_overflow"] = 20
         else:
             kwargs["pool_pre_ping"] = True
             kwargs["pool_size"] = 5

@@ -10,7 +10,7 @@ from sqlalchemy import inspect
 
 from bridgehead.store.db import Database, translate_db_errors
 
-__all__ = ["alembic_config", "current_revision", "upgrade"]
+__all__ = ["alembic_config", "current_revision", "head_revision", "upgrade"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -20,6 +20,17 @@ def alembic_config(database: Database) -> Config:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = database.engine
     return cfg
+
+
+def head_revision() -> str:
+    """The newest revision in the migration tree."""
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
 
 
 def upgrade(database: Database, revision: str = "head") -> None:

@@ -3,7 +3,9 @@
 from bridgehead.audit import models as _audit  # noqa: F401
 from bridgehead.auth import models as _auth  # noqa: F401
 from bridgehead.org import models as _org  # noqa: F401
+from bridgehead.registry import models as _registry  # noqa: F401
 from bridgehead.store.base import Base
+from bridgehead.tracking import models as _tracking  # noqa: F401
 
 metadata = Base.metadata
 
