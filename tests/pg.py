@@ -18,6 +18,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def sweep_stale_clusters() -> None:
+    """Stop clusters left behind by a test run that was killed before its fixtures could stop them."""
+    for marker in glob.glob(os.path.join(tempfile.gettempdir(), "bridgehead-pg-*", "owner.pid")):
+        directory = Path(marker).parent
+        try:
+            owner = int(Path(marker).read_text())
+            os.kill(owner, 0)
+            continue  # its test run is still alive
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        pg_ctl = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if pg_ctl and (directory / "data" / "postmaster.pid").exists():
+            cmd = [pg_ctl[-1], "-D", str(directory / "data"), "-m", "immediate", "stop"]
+            if os.geteuid() == 0:
+                cmd = ["runuser", "-u", "postgres", "--", *cmd]
+            subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 class PostgresServer:
     """PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` user."""
 
@@ -42,6 +63,8 @@ class PostgresServer:
         return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
 
     def start(self) -> None:
+        sweep_stale_clusters()
+        (self.dir / "owner.pid").write_text(str(os.getpid()))
         if self.as_root:
             shutil.chown(self.dir, "postgres", "postgres")
         self._run(
