@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -151,10 +151,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db.ping()
         return {"status": "ready"}
 
-    # The last added runs outermost: security headers wrap every answer, including 413s and 500s.
+    # The last added runs outermost: the request context wraps every answer, including 413s and 500s.
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes, exempt=ARTIFACT_UPLOAD_PREFIXES)
     app.add_middleware(_RequestContext)
-    app.add_middleware(_SecurityHeaders)
     return app
 
 
@@ -210,8 +209,22 @@ def _install_error_handlers(app: FastAPI, console: Console) -> None:
         return respond(request, exc.status_code, code, message, {})
 
 
+_SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
+_PAGE_HEADERS = [
+    *_SECURITY_HEADERS,
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        b"frame-ancestors 'none'; form-action 'self'",
+    ),
+]
+
+
 class _RequestContext:
-    """Request id on every log line and response; one access log line per request."""
+    """The envelope of every request, in one wrapper: a request id on every log line and response,
+    security headers on every answer (413s and 500s included), one access log line per request, and an
+    error body, never a traceback, for an unhandled exception."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -228,14 +241,14 @@ class _RequestContext:
         start = time.perf_counter()
         status = 500
         started = False
+        extra = _SECURITY_HEADERS if scope["path"].startswith("/api/docs") else _PAGE_HEADERS
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                message["headers"] = [*message.get("headers", []), *extra, (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
@@ -258,6 +271,7 @@ class _RequestContext:
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
+                    "client": (scope.get("client") or ("",))[0],
                     "status": status,
                     "duration_ms": round((time.perf_counter() - start) * 1000, 2),
                 },
@@ -319,36 +333,3 @@ class _BodyLimit:
                 await too_big(scope, receive, send)
 
         await self.app(scope, limited_receive, guarded_send)
-
-
-class _SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def add_headers(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                extra = [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"same-origin"),
-                ]
-                if not scope["path"].startswith("/api/docs"):
-                    extra += [
-                        (b"x-frame-options", b"DENY"),
-                        (
-                            b"content-security-policy",
-                            b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-                            b"frame-ancestors 'none'; form-action 'self'",
-                        ),
-                    ]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, add_headers)
-
-
-_Handler = Callable[[Request], Awaitable[Response]]

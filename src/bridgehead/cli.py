@@ -94,7 +94,8 @@ def server(
     if workers == 1:
         from bridgehead.app import create_app
 
-        uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_config=None)
+        # access_log off: the bridgehead.http line already records each request, with its id.
+        uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_config=None, access_log=False)
     else:
         # Migrate once here, so that the workers do not race each other over the schema; the workers
         # build their settings from the environment, hence the variable rather than an argument.
@@ -111,6 +112,7 @@ def server(
             port=bind_port,
             workers=workers,
             log_config=None,
+            access_log=False,
         )
 
 
@@ -272,7 +274,9 @@ def demo(
     people = seed(db, _actor())
     tokens = demo_tokens(db, _actor())
     # The demo logs through the real HTTP API, as users do, so the server starts first.
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_config=None))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    )
     thread = threading.Thread(target=server.run, name="bridgehead-demo-server", daemon=True)
     thread.start()
     url = f"http://{host}:{port}"

@@ -15,7 +15,7 @@ from bridgehead.store.models import metadata
 
 def test_migrations_create_every_model_table_and_are_idempotent(db: Database) -> None:
     upgrade(db)  # already at head: a no-op, not an error
-    assert current_revision(db) == head_revision() == "0002"
+    assert current_revision(db) == head_revision() == "0003"
     tables = set(inspect(db.engine).get_table_names())
     assert set(metadata.tables) <= tables
 
@@ -93,3 +93,50 @@ def test_write_sessions_serialize_on_sqlite(tmp_path) -> None:  # type: ignore[n
     assert order == ["first-commit", "second-begin"]
     assert count == 1
     db.dispose()
+
+
+def test_migration_0003_merges_duplicate_metric_points(db: Database) -> None:
+    """Points stored twice by racing writers before 0003 become one row, linked to a model if a copy was."""
+    from alembic import command
+
+    from bridgehead.store.migrate import alembic_config
+
+    with db.session(write=True) as session:
+        unit = BusinessUnit(slug="central", name="Central", is_central=True)
+        session.add(unit)
+        session.flush()
+        session.execute(
+            text(
+                "INSERT INTO runs (id, experiment_id, business_unit_id, name, status, start_ms, user_name, "
+                "source_name, source_type, lifecycle_stage, artifact_uri) VALUES ('r1', '0', :unit, 'r', "
+                "'RUNNING', 1, '', '', '', 'active', '')"
+            ),
+            {"unit": unit.id},
+        )
+    command.downgrade(alembic_config(db), "0002")
+    insert = text(
+        'INSERT INTO metrics (run_id, "key", value, is_nan, timestamp_ms, step, model_id) '
+        "VALUES ('r1', :key, :value, false, 10, :step, :model)"
+    )
+    with db.engine.begin() as conn:
+        for key, value, step, model in [
+            ("acc", 0.5, 1, None),
+            ("acc", 0.5, 1, "m-1"),
+            ("acc", 0.5, 1, None),
+            ("acc", 0.6, 2, None),
+            ("loss", 0.5, 1, None),
+            ("loss", 0.5, 1, None),
+        ]:
+            conn.execute(insert, {"key": key, "value": value, "step": step, "model": model})
+    upgrade(db)
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text('SELECT "key", value, step, model_id FROM metrics ORDER BY "key", step')
+        ).all()
+        assert [tuple(r) for r in rows] == [
+            ("acc", 0.5, 1, "m-1"),
+            ("acc", 0.6, 2, None),
+            ("loss", 0.5, 1, None),
+        ]
+        with pytest.raises(IntegrityError):
+            conn.execute(insert, {"key": "acc", "value": 0.6, "step": 2, "model": None})

@@ -708,3 +708,93 @@ def test_numbers_are_accepted_where_mlflow_declares_strings(admin_api: Api) -> N
     assert run["info"]["experiment_id"] == "0"
     default = admin_api.ok("GET", "experiments/get", experiment_id=0)["experiment"]
     assert default["name"] == "Default" and default["experiment_id"] == "0"
+
+
+def test_shared_objects_are_read_only_for_other_units_through_mlflow(
+    client: TestClient, orgs: Org, db: Database
+) -> None:
+    """Organization visibility shares reading only, whichever API is used: the MLflow adapter goes through the
+    same service checks as the native API."""
+    owner_member = orgs.member(Role.DATA_SCIENTIST, unit="retail")
+    owner = Api(client, owner_member)
+    outsider = Api(client, orgs.member(Role.DATA_SCIENTIST, unit="lending"))
+    created = client.post(
+        "/api/v1/experiments",
+        headers=owner_member.headers,
+        json={"name": "retail-shared", "visibility": "organization"},
+    )
+    assert created.status_code == 201, created.text
+    eid = created.json()["id"]
+    run = owner.run(eid)
+    run_id = run["info"]["run_id"]
+    owner.ok("POST", "runs/log-metric", {"run_id": run_id, "key": "acc", "value": 0.5})
+    base = run["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/")
+    assert owner.put_artifact(f"{base}/notes.txt", b"retail").status_code == 200
+    shared_model = client.post(
+        "/api/v1/registered-models",
+        headers=owner_member.headers,
+        json={"name": "retail-model", "visibility": "organization"},
+    )
+    assert shared_model.status_code == 201, shared_model.text
+    owner.model_version("retail-model")
+    logged = owner.ok("POST", "logged-models", {"experiment_id": eid, "name": "lm"})["model"]["info"]
+    logged_id = logged["model_id"]
+
+    # Readable...
+    assert outsider.ok("GET", "runs/get", run_id=run_id)["run"]["info"]["run_id"] == run_id
+    assert outsider.ok("GET", "registered-models/get", name="retail-model")["registered_model"]
+    assert outsider.get(f"logged-models/{logged_id}").status_code == 200
+    # ...but never changed by another unit.
+    refused = [
+        outsider.post("runs/log-metric", {"run_id": run_id, "key": "acc", "value": 0.1}),
+        outsider.post("runs/log-batch", {"run_id": run_id, "params": [{"key": "p", "value": "1"}]}),
+        outsider.post("runs/log-parameter", {"run_id": run_id, "key": "q", "value": "1"}),
+        outsider.post("runs/set-tag", {"run_id": run_id, "key": "t", "value": "x"}),
+        outsider.post("runs/delete-tag", {"run_id": run_id, "key": "mlflow.runName"}),
+        outsider.post("runs/update", {"run_id": run_id, "status": "KILLED"}),
+        outsider.post("runs/delete", {"run_id": run_id}),
+        outsider.post("runs/log-inputs", {"run_id": run_id, "datasets": []}),
+        outsider.post("runs/create", {"experiment_id": eid}),
+        outsider.post("experiments/update", {"experiment_id": eid, "new_name": "mine"}),
+        outsider.post("experiments/set-experiment-tag", {"experiment_id": eid, "key": "k", "value": "v"}),
+        outsider.post("experiments/delete", {"experiment_id": eid}),
+        outsider.post("logged-models", {"experiment_id": eid, "name": "mine"}),
+        outsider.call("PATCH", f"logged-models/{logged_id}/tags", {"tags": [{"key": "k", "value": "v"}]}),
+        outsider.call("PATCH", f"logged-models/{logged_id}", {"model_id": logged_id, "status": 2}),
+        outsider.call("PATCH", "registered-models/update", {"name": "retail-model", "description": "mine"}),
+        outsider.post("registered-models/set-tag", {"name": "retail-model", "key": "k", "value": "v"}),
+        outsider.post("registered-models/alias", {"name": "retail-model", "alias": "x", "version": "1"}),
+        outsider.call(
+            "PATCH", "model-versions/update", {"name": "retail-model", "version": "1", "description": "x"}
+        ),
+        outsider.post(
+            "model-versions/set-tag", {"name": "retail-model", "version": "1", "key": "k", "value": "v"}
+        ),
+        outsider.call("DELETE", "registered-models/delete", {"name": "retail-model"}),
+        outsider.put_artifact(f"{base}/notes.txt", b"overwritten"),
+        client.delete(f"{PROXY}/{base}/notes.txt", headers=outsider.headers),
+    ]
+    for response in refused:
+        assert response.status_code == 403, (response.request.method, response.request.url, response.text)
+        assert_mlflow_error(response, 403, "PERMISSION_DENIED")
+    principal = principal_for(db, owner_member.token)
+    with db.session() as session:
+        assert [m.value for m in tracking.metric_history(session, principal, run_id, "acc")] == [0.5]
+        stored = tracking.get_run(session, principal, run_id)
+        assert stored.status == "RUNNING" and stored.lifecycle_stage == "active"
+        assert registry.get_registered_model(session, principal, "retail-model").description == ""
+    assert owner.client.get(f"{PROXY}/{base}/notes.txt", headers=owner.headers).content == b"retail"
+
+    # The Default experiment is everyone's to log to; each run in it stays its author's.
+    mine = outsider.run("0")["info"]
+    outsider.ok("POST", "runs/log-metric", {"run_id": mine["run_id"], "key": "k", "value": 1})
+    own_path = mine["artifact_uri"].removeprefix("mlflow-artifacts:/") + "/x.txt"
+    assert outsider.put_artifact(own_path, b"mine").status_code == 200
+    theirs = owner.run("0")["info"]
+    assert_mlflow_error(
+        outsider.post("runs/log-metric", {"run_id": theirs["run_id"], "key": "k", "value": 1}),
+        403,
+        "PERMISSION_DENIED",
+    )
+    their_path = theirs["artifact_uri"].removeprefix("mlflow-artifacts:/") + "/x.txt"
+    assert_mlflow_error(outsider.put_artifact(their_path, b"x"), 403, "PERMISSION_DENIED")

@@ -6,12 +6,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from sqlalchemy.orm import Session
 
 from bridgehead.auth.service import Principal, authenticate_session, authenticate_token, csrf_matches
 from bridgehead.errors import PermissionDenied, Unauthenticated
 from bridgehead.store import Database
 
-__all__ = ["SESSION_COOKIE", "ApiPrincipal", "PagePrincipal", "db_of", "get_db"]
+__all__ = ["SESSION_COOKIE", "ApiPrincipal", "PagePrincipal", "db_of", "get_db", "principal_for"]
 
 SESSION_COOKIE = "bridgehead_session"
 _SAFE = {"GET", "HEAD", "OPTIONS"}
@@ -26,16 +28,16 @@ def db_of(request: Request) -> Database:
 get_db = db_of
 
 
-def _api_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
-    db = db_of(request)
-    if credentials is not None:
-        with db.session() as session:
-            principal = authenticate_token(session, credentials.credentials)
+def principal_for(request: Request, session: Session) -> Principal:
+    """Who is calling the JSON API: a bearer token, or a console session cookie (unsafe methods must also
+    carry the session's CSRF token). Raises Unauthenticated or PermissionDenied. Shared by the
+    ``ApiPrincipal`` dependency and routes that authenticate inside their own session (the MLflow logging
+    routes, to spend one database session and one worker thread per call)."""
+    scheme, secret = get_authorization_scheme_param(request.headers.get("authorization"))
+    if scheme.lower() == "bearer" and secret:
+        principal = authenticate_token(session, secret)
     elif cookie := request.cookies.get(SESSION_COOKIE):
-        with db.session() as session:
-            principal = authenticate_session(session, cookie)
+        principal = authenticate_session(session, cookie)
         # A browser sends the cookie on any site's request; unsafe calls must prove they come from our pages.
         if request.method not in _SAFE and not csrf_matches(
             principal.csrf_token, request.headers.get("x-csrf-token")
@@ -45,6 +47,14 @@ def _api_principal(
         raise Unauthenticated("Authentication required: send 'Authorization: Bearer <token>'.")
     request.state.principal = principal
     return principal
+
+
+def _api_principal(
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    # ``_bearer`` documents the scheme in the OpenAPI spec; ``principal_for`` reads the header itself.
+    with db_of(request).session() as session:
+        return principal_for(request, session)
 
 
 def _page_principal(request: Request) -> Principal:

@@ -7,13 +7,14 @@ format, XGBoost's JSON). The pickle flavor is stored but only loaded when the in
 
 from __future__ import annotations
 
-import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from bridgehead.errors import BadRequest, PermissionDenied
+from bridgehead.store.artifacts import directory_digest
 
 __all__ = [
     "MANIFEST",
@@ -288,12 +289,18 @@ class BuiltinFlavors:
 
 
 def directory_sha256(directory: Path) -> str:
-    """One digest for a model directory: SHA-256 over the sorted (path, file digest) list."""
-    lines = []
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        lines.append(f"{path.relative_to(directory).as_posix()}\t{digest}\n")
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
+    """The digest of a local model directory, equal to ``ArtifactStore.sha256_dir`` of its stored copy."""
+    return directory_digest(
+        (path.relative_to(directory).as_posix(), _chunks(path))
+        for path in directory.rglob("*")
+        if path.is_file()
+    )
+
+
+def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(size):
+            yield chunk
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

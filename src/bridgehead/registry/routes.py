@@ -115,12 +115,6 @@ def _detail(session: Session, model: RegisteredModel) -> ModelDetail:
     )
 
 
-def _writable_model(session: Session, principal: Principal, name: str) -> RegisteredModel:
-    model = service.get_registered_model(session, principal, name)
-    tracking.check_writable(principal, model.business_unit_id, "registered model")
-    return model
-
-
 def _store(request: Request) -> ArtifactStore:
     store: ArtifactStore = request.app.state.artifacts
     return store
@@ -197,7 +191,7 @@ def update_model(request: Request, principal: ApiPrincipal, name: Name, body: Mo
     """Change the description, the tags (replaced as a whole) or the use case."""
     require(principal, Action.MODEL_REGISTER)
     with db_of(request).session(write=True) as session:
-        model = _writable_model(session, principal, name)
+        model = service.writable_model(session, principal, name)
         service.update_registered_model(
             session,
             principal,
@@ -215,7 +209,7 @@ def delete_model(request: Request, principal: ApiPrincipal, name: Name) -> Respo
     """Delete a registered model, its versions and aliases (the files stay in the artifact store)."""
     require(principal, Action.MODEL_REGISTER)
     with db_of(request).session(write=True) as session:
-        model = _writable_model(session, principal, name)
+        model = service.writable_model(session, principal, name)
         service.delete_registered_model(session, principal, model.name)
     return Response(status_code=204)
 
@@ -235,7 +229,7 @@ def create_version(request: Request, principal: ApiPrincipal, name: Name, body: 
     else:
         source = f"runs:/{body.run_id}/{safe_relative_path(str(body.artifact_path))}"
     with db_of(request).session(write=True) as session:
-        model = _writable_model(session, principal, name)
+        model = service.writable_model(session, principal, name)
         version = service.create_model_version(
             session,
             principal,
@@ -288,7 +282,7 @@ def update_version(
     """Change a version's description, or its tags (replaced as a whole)."""
     require(principal, Action.MODEL_REGISTER)
     with db_of(request).session(write=True) as session:
-        model = _writable_model(session, principal, name)
+        model = service.writable_model(session, principal, name)
         found = service.update_version(session, principal, model.name, version, description=body.description)
         if body.tags is not None:
             for key in set(found.tags or {}) - set(body.tags):
@@ -306,7 +300,7 @@ def delete_version(request: Request, principal: ApiPrincipal, name: Name, versio
     """Delete a version and the aliases pointing at it (its files stay in the artifact store)."""
     require(principal, Action.MODEL_REGISTER)
     with db_of(request).session(write=True) as session:
-        model = _writable_model(session, principal, name)
+        model = service.writable_model(session, principal, name)
         service.delete_version(session, principal, model.name, version)
     return Response(status_code=204)
 
@@ -439,7 +433,7 @@ def set_alias(
     """Point an alias (e.g. ``champion``) at a version, moving it if it pointed elsewhere."""
     require(principal, Action.MODEL_ALIAS)
     with db_of(request).session(write=True) as session:
-        model = _writable_model(session, principal, name)
+        model = service.writable_model(session, principal, name)
         service.set_alias(session, principal, model.name, alias, body.version)
     return AliasOut(name=name, alias=alias, version=body.version)
 
@@ -463,6 +457,6 @@ def resolve_alias(request: Request, principal: ApiPrincipal, name: Name, alias: 
 def delete_alias(request: Request, principal: ApiPrincipal, name: Name, alias: AliasName) -> Response:
     require(principal, Action.MODEL_ALIAS)
     with db_of(request).session(write=True) as session:
-        model = _writable_model(session, principal, name)
+        model = service.writable_model(session, principal, name)
         service.delete_alias(session, principal, model.name, alias)
     return Response(status_code=204)

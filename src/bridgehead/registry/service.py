@@ -41,6 +41,7 @@ __all__ = [
     "search_registered_models",
     "search_versions",
     "set_alias",
+    "writable_model",
 ]
 
 ALIAS_MAX = 255
@@ -60,6 +61,16 @@ def get_registered_model(
     model: RegisteredModel | None = session.scalar(stmt)
     if model is None:
         raise NotFound(f"Registered Model with name={name} not found", details={"name": name})
+    return model
+
+
+def writable_model(
+    session: Session, principal: Principal, name: str, *, lock: bool = False
+) -> RegisteredModel:
+    """A model the principal may change: every write path (native API, MLflow API, console) comes here,
+    so organization-shared models stay read-only for other units whichever door is used."""
+    model = get_registered_model(session, principal, name, lock=lock)
+    tracking.check_writable(principal, model.business_unit_id, "registered model")
     return model
 
 
@@ -265,7 +276,7 @@ def update_registered_model(
 ) -> RegisteredModel:
     """Change fields (``name``, ``description``, ...); ``name`` is positional-only so a rename can pass
     ``name=`` among the fields."""
-    model = get_registered_model(session, principal, name)
+    model = writable_model(session, principal, name)
     changes: dict[str, Any] = {}
     for key, value in fields.items():
         if value is None:
@@ -294,7 +305,7 @@ def update_registered_model(
 
 
 def set_model_tag(session: Session, principal: Principal, name: str, key: str, value: str | None) -> None:
-    model = get_registered_model(session, principal, name)
+    model = writable_model(session, principal, name)
     tags = dict(model.tags)
     if value is None:
         tags.pop(key, None)
@@ -304,7 +315,7 @@ def set_model_tag(session: Session, principal: Principal, name: str, key: str, v
 
 
 def delete_registered_model(session: Session, principal: Principal, name: str) -> None:
-    model = get_registered_model(session, principal, name)
+    model = writable_model(session, principal, name)
     for alias in session.scalars(select(ModelAlias).where(ModelAlias.model_id == model.id)):
         session.delete(alias)
     for version in session.scalars(select(ModelVersion).where(ModelVersion.model_id == model.id)):
@@ -361,7 +372,7 @@ def create_model_version(
 ) -> ModelVersion:
     """Register the model directory at ``source`` as the next version; records flavor, signature, digest,
     the run's metrics and datasets (lineage: version <- run <- datasets)."""
-    model = get_registered_model(session, principal, name, lock=True)
+    model = writable_model(session, principal, name, lock=True)
     path, logged = resolve_source(session, principal, source, run_id)
     logged_model_id = logged_model_id or logged
     if logged_model_id and not run_id:
@@ -496,6 +507,7 @@ def _stage(stage: str) -> str:
 def update_version(
     session: Session, principal: Principal, name: str, version: int | str, *, description: str | None
 ) -> ModelVersion:
+    model = writable_model(session, principal, name)
     found = get_version(session, principal, name, version)
     if description is not None and description != found.description:
         record(
@@ -504,7 +516,7 @@ def update_version(
             "model_version.update",
             "model_version",
             found.id,
-            business_unit_id=get_registered_model(session, principal, name).business_unit_id,
+            business_unit_id=model.business_unit_id,
             changes={"description": {"from": found.description, "to": description}},
         )
         found.description = description
@@ -515,7 +527,7 @@ def update_version(
 def delete_version(session: Session, principal: Principal, name: str, version: int | str) -> None:
     """Delete one version and the aliases that point at it (its files stay in the artifact store)."""
     found = get_version(session, principal, name, version)
-    model = get_registered_model(session, principal, name)
+    model = writable_model(session, principal, name)
     for alias in session.scalars(
         select(ModelAlias).where(ModelAlias.model_id == model.id, ModelAlias.version == found.version)
     ):
@@ -536,6 +548,7 @@ def set_version_tag(
     session: Session, principal: Principal, name: str, version: int | str, key: str, value: str | None
 ) -> None:
     """Set a version's tag, or remove it when ``value`` is None."""
+    writable_model(session, principal, name)
     found = get_version(session, principal, name, version)
     if not key or len(key) > 250:
         raise ValidationFailed("Tag key must be 1 to 250 characters.", details={"key": key[:250]})
@@ -561,7 +574,7 @@ def transition_stage(
     versions in the target stage move to Archived."""
     target = _stage(stage)
     found = get_version(session, principal, name, version)
-    model = get_registered_model(session, principal, name)
+    model = writable_model(session, principal, name)
     archived: list[int] = []
     if archive_existing and target in ("Staging", "Production"):
         for other in session.scalars(
@@ -629,7 +642,7 @@ def set_alias(session: Session, principal: Principal, name: str, alias: str, ver
     ):
         raise BadRequest(f"Invalid alias name {alias!r}.", details={"alias": alias})
     target = get_version(session, principal, name, version)
-    model = get_registered_model(session, principal, name)
+    model = writable_model(session, principal, name)
     existing = session.get(ModelAlias, (model.id, alias))
     before = existing.version if existing else None
     if existing:
@@ -648,7 +661,7 @@ def set_alias(session: Session, principal: Principal, name: str, alias: str, ver
 
 
 def delete_alias(session: Session, principal: Principal, name: str, alias: str) -> None:
-    model = get_registered_model(session, principal, name)
+    model = writable_model(session, principal, name)
     existing = session.get(ModelAlias, (model.id, alias))
     if existing is None:
         raise NotFound(f"Registered model alias {alias} not found.", details={"alias": alias})

@@ -15,7 +15,7 @@ import fsspec
 
 from bridgehead.errors import BadRequest, NotFound, PayloadTooLarge
 
-__all__ = ["ArtifactStore", "DirEntry", "safe_relative_path"]
+__all__ = ["ArtifactStore", "DirEntry", "directory_digest", "safe_relative_path"]
 
 _BAD = re.compile(r"[\x00-\x1f\\]")
 
@@ -146,14 +146,20 @@ class ArtifactStore:
             local.write_bytes(self.get_bytes(f"{path}/{rel}"))
 
     def sha256_dir(self, path: str) -> str:
-        """Digest of a directory: SHA-256 over the sorted (path, file SHA-256) lines."""
-        lines = []
-        for rel, _ in self.walk(path):
-            digest = hashlib.sha256()
-            for chunk in self.iter_bytes(f"{path}/{rel}"):
-                digest.update(chunk)
-            lines.append(f"{rel}\t{digest.hexdigest()}\n")
-        return hashlib.sha256("".join(lines).encode()).hexdigest()
+        """The ``directory_digest`` of a directory in the store."""
+        return directory_digest((rel, self.iter_bytes(f"{path}/{rel}")) for rel, _ in self.walk(path))
+
+
+def directory_digest(files: Iterable[tuple[str, Iterable[bytes]]]) -> str:
+    """One SHA-256 for a directory, wherever it lies (the store, or a local copy the SDK loads): the digest
+    of the lines "<relative posix path>\t<file SHA-256>\n", sorted by path as strings."""
+    lines = []
+    for rel, chunks in sorted(files, key=lambda file: file[0]):
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            digest.update(chunk)
+        lines.append(f"{rel}\t{digest.hexdigest()}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

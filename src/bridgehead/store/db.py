@@ -51,6 +51,10 @@ class Database:
     instead of failing on a stale snapshot; PostgreSQL serializes the audit chain with an advisory lock."""
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
+        # Every domain's tables and mapper events (e.g. the Default experiment created with the central
+        # unit), whichever process opens the database: server, CLI or tests.
+        import bridgehead.store.models  # noqa: F401
+
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo, "future": True}

@@ -2,7 +2,7 @@
 
 A path's first segment is the experiment id (``<exp>/<run>/artifacts/...``, ``<exp>/models/<id>/artifacts/...``):
 reading needs ``tracking.read`` and sight of that experiment (or of a registered model version whose files
-lie under the path); writing and deleting need ``tracking.write`` and sight of the experiment. Every path goes
+lie under the path); writing and deleting need ``tracking.write`` and a writable experiment (or one's own run or logged model in it). Every path goes
 through the ArtifactStore, which refuses ``..``, absolute paths, backslashes, encoded traversal and links that
 leave its root. Files are served as attachments of type application/octet-stream, never rendered.
 """
@@ -50,7 +50,7 @@ def _readable(request: Request, principal: Principal, path: str) -> str:
 def _writable(request: Request, principal: Principal, path: str) -> str:
     require(principal, Action.TRACKING_WRITE)
     with db(request).session() as session:
-        return tracking.artifact_experiment(session, principal, path)
+        return tracking.artifact_write_path(session, principal, path)
 
 
 @router.get("/artifacts")

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Connection,
     Float,
     ForeignKey,
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
+    event,
+    insert,
+    select,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bridgehead.org.models import BusinessUnit
 from bridgehead.store.base import Base, new_id
+
+# MLflow clients log to experiment "0" when none is set: one org-wide "Default" experiment, owned by the
+# central unit and created with it (see the listener at the end of this module).
+DEFAULT_EXPERIMENT_ID = "0"
 
 # SQLite only auto-increments an INTEGER primary key; PostgreSQL gets a 64-bit one.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -88,7 +99,10 @@ class Metric(Base):
     """Full history. NaN is kept as a flag (SQLite stores NaN as NULL); infinities are stored as they are."""
 
     __tablename__ = "metrics"
-    __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
+    # One row per identical point (MLflow stores a re-logged point once); the prefix serves histories.
+    __table_args__ = (
+        Index("ux_metrics_point", "run_id", "key", "step", "timestamp_ms", "value", "is_nan", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
@@ -148,3 +162,26 @@ class LoggedModel(Base):
     updated_ms: Mapped[int] = mapped_column(BigInteger)
     tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+@event.listens_for(BusinessUnit, "after_insert")
+def _default_experiment_with_central_unit(_mapper: Any, connection: Connection, unit: BusinessUnit) -> None:
+    """The Default experiment exists from the moment the central unit does, in the same transaction."""
+    if unit.is_central:
+        table = cast(Table, Experiment.__table__)
+        exists = connection.scalar(select(table.c.id).where(table.c.id == DEFAULT_EXPERIMENT_ID))
+        if exists is None:
+            ms = int(time.time() * 1000)
+            connection.execute(
+                insert(table).values(
+                    id=DEFAULT_EXPERIMENT_ID,
+                    name="Default",
+                    business_unit_id=unit.id,
+                    visibility="organization",
+                    artifact_location=f"mlflow-artifacts:/{DEFAULT_EXPERIMENT_ID}",
+                    created_ms=ms,
+                    updated_ms=ms,
+                    lifecycle_stage="active",
+                    description="",
+                )
+            )

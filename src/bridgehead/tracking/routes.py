@@ -149,18 +149,6 @@ def _json(body: BaseModel, status: int = 200) -> Response:
     return Response(body.model_dump_json(by_alias=True), status_code=status, media_type="application/json")
 
 
-def _writable_experiment(session: Session, principal: Principal, experiment_id: str) -> Experiment:
-    exp = service.get_experiment(session, principal, experiment_id)
-    service.check_writable(principal, exp.business_unit_id, "experiment")
-    return exp
-
-
-def _writable_run(session: Session, principal: Principal, run_id: str) -> Run:
-    run = service.get_run(session, principal, run_id)
-    service.check_writable(principal, run.business_unit_id, "run", author_id=run.author_id)
-    return run
-
-
 def _store(request: Request) -> ArtifactStore:
     store: ArtifactStore = request.app.state.artifacts
     return store
@@ -252,7 +240,7 @@ def update_experiment(
     """Rename an experiment or change its description."""
     require(principal, Action.TRACKING_WRITE)
     with db_of(request).session(write=True) as session:
-        exp = _writable_experiment(session, principal, experiment_id)
+        exp = service.writable_experiment(session, principal, experiment_id)
         if body.name is not None and body.name != exp.name:
             if exp.id == service.DEFAULT_EXPERIMENT_ID:
                 raise BadRequest("The Default experiment cannot be renamed.")
@@ -270,7 +258,7 @@ def delete_experiment(request: Request, principal: ApiPrincipal, experiment_id: 
     """Mark an experiment deleted (it is kept and can be restored)."""
     require(principal, Action.TRACKING_WRITE)
     with db_of(request).session(write=True) as session:
-        exp = _writable_experiment(session, principal, experiment_id)
+        exp = service.writable_experiment(session, principal, experiment_id)
         service.set_experiment_lifecycle(session, principal, exp.id, "deleted")
     return Response(status_code=204)
 
@@ -281,7 +269,7 @@ def restore_experiment(
 ) -> ExperimentOut:
     require(principal, Action.TRACKING_WRITE)
     with db_of(request).session(write=True) as session:
-        exp = _writable_experiment(session, principal, experiment_id)
+        exp = service.writable_experiment(session, principal, experiment_id)
         service.set_experiment_lifecycle(session, principal, exp.id, "active")
         return _experiment_out(exp, service.experiment_tags(session, exp.id))
 
@@ -292,7 +280,7 @@ def set_experiment_tag(
 ) -> ExperimentOut:
     require(principal, Action.TRACKING_WRITE)
     with db_of(request).session(write=True) as session:
-        exp = _writable_experiment(session, principal, experiment_id)
+        exp = service.writable_experiment(session, principal, experiment_id)
         service.set_experiment_tag(session, principal, exp.id, key, body.value)
         session.flush()
         return _experiment_out(exp, service.experiment_tags(session, exp.id))
@@ -306,7 +294,7 @@ def delete_experiment_tag(
 ) -> Response:
     require(principal, Action.TRACKING_WRITE)
     with db_of(request).session(write=True) as session:
-        exp = _writable_experiment(session, principal, experiment_id)
+        exp = service.writable_experiment(session, principal, experiment_id)
         service.delete_experiment_tag(session, principal, exp.id, key)
     return Response(status_code=204)
 
@@ -322,13 +310,10 @@ def create_run(request: Request, principal: ApiPrincipal, body: RunCreate) -> Re
     if body.parent_run_id:
         tags["mlflow.parentRunId"] = body.parent_run_id
     with db_of(request).session(write=True) as session:
-        exp = service.get_experiment(session, principal, body.experiment_id)
-        if exp.id != service.DEFAULT_EXPERIMENT_ID:
-            service.check_writable(principal, exp.business_unit_id, "experiment")
         run = service.create_run(
             session,
             principal,
-            exp.id,
+            body.experiment_id,
             name=body.name,
             start_ms=None if body.start_time is None else datetime_to_ms(body.start_time),
             tags=tags,
@@ -371,7 +356,7 @@ def update_run(request: Request, principal: ApiPrincipal, run_id: RunId, body: R
     """Change a run's status (ending it), end time or name."""
     require(principal, Action.TRACKING_WRITE)
     with db_of(request).session(write=True) as session:
-        run = _writable_run(session, principal, run_id)
+        run = service.writable_run(session, principal, run_id)
         end_ms = None if body.end_time is None else datetime_to_ms(body.end_time)
         if end_ms is None and body.status in TERMINAL and run.end_ms is None:
             end_ms = service.now_ms()
@@ -385,7 +370,7 @@ def delete_run(request: Request, principal: ApiPrincipal, run_id: RunId) -> Resp
     """Mark a run deleted (it is kept and can be restored)."""
     require(principal, Action.TRACKING_WRITE)
     with db_of(request).session(write=True) as session:
-        run = _writable_run(session, principal, run_id)
+        run = service.writable_run(session, principal, run_id)
         service.set_run_lifecycle(session, principal, run.id, "deleted")
     return Response(status_code=204)
 
@@ -394,7 +379,7 @@ def delete_run(request: Request, principal: ApiPrincipal, run_id: RunId) -> Resp
 def restore_run(request: Request, principal: ApiPrincipal, run_id: RunId) -> Response:
     require(principal, Action.TRACKING_WRITE)
     with db_of(request).session(write=True) as session:
-        run = _writable_run(session, principal, run_id)
+        run = service.writable_run(session, principal, run_id)
         service.set_run_lifecycle(session, principal, run.id, "active")
         return _json(_runs_out(session, [run])[0])
 
@@ -415,7 +400,7 @@ def log_batch(request: Request, principal: ApiPrincipal, run_id: RunId, body: Lo
         for m in body.metrics
     ]
     with db_of(request).session(write=True) as session:
-        run = _writable_run(session, principal, run_id)
+        run = service.writable_run(session, principal, run_id)
         service.log_batch(session, principal, run.id, metrics=metrics, params=body.params, tags=body.tags)
     return Response(status_code=204)
 
@@ -464,7 +449,7 @@ def log_inputs(request: Request, principal: ApiPrincipal, run_id: RunId, body: L
         for d in body.datasets
     ]
     with db_of(request).session(write=True) as session:
-        run = _writable_run(session, principal, run_id)
+        run = service.writable_run(session, principal, run_id)
         service.log_inputs(session, principal, run.id, datasets)
     return Response(status_code=204)
 
@@ -475,7 +460,7 @@ def log_inputs(request: Request, principal: ApiPrincipal, run_id: RunId, body: L
 def _run_root(db: Database, principal: Principal, run_id: str, *, write: bool) -> str:
     with db.session() as session:
         run = (
-            _writable_run(session, principal, run_id)
+            service.writable_run(session, principal, run_id)
             if write
             else service.get_run(session, principal, run_id)
         )

@@ -7,9 +7,9 @@ import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Select, Table, and_, case, delete, func, insert, or_, select, text, update
+from sqlalchemy import Row, Select, and_, bindparam, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from bridgehead.audit.service import record
@@ -28,6 +28,7 @@ from bridgehead.store.artifacts import safe_relative_path
 from bridgehead.store.base import new_id
 from bridgehead.store.db import translate_db_errors
 from bridgehead.tracking.models import (
+    DEFAULT_EXPERIMENT_ID,
     DatasetInput,
     Experiment,
     ExperimentTag,
@@ -62,9 +63,10 @@ __all__ = [
     "search_runs",
     "set_experiment_description",
     "update_run",
+    "writable_experiment",
+    "writable_run",
 ]
 
-DEFAULT_EXPERIMENT_ID = "0"
 MAX_KEY = 250
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
@@ -178,6 +180,24 @@ def check_writable(
     )
 
 
+def writable_experiment(session: Session, principal: Principal, experiment_id: str) -> Experiment:
+    """An experiment the principal may change. Every write path (native API, MLflow API, console, SDK)
+    passes here, so an organization-shared experiment stays read-only for other units whichever door
+    is used."""
+    if experiment_id == DEFAULT_EXPERIMENT_ID:
+        ensure_default_experiment(session)
+    exp = get_experiment(session, principal, experiment_id)
+    check_writable(principal, exp.business_unit_id, "experiment")
+    return exp
+
+
+def writable_run(session: Session, principal: Principal, run_id: str) -> Run:
+    """A run the principal may change (its unit's, central staff's, or its own author's)."""
+    run = get_run(session, principal, run_id)
+    check_writable(principal, run.business_unit_id, "run", author_id=run.author_id)
+    return run
+
+
 def _central_unit_id(session: Session) -> str:
     unit = session.scalar(select(BusinessUnit.id).where(BusinessUnit.is_central.is_(True)))
     if unit is None:
@@ -188,8 +208,11 @@ def _central_unit_id(session: Session) -> str:
 # --- experiments ------------------------------------------------------------------------------
 
 
-def ensure_default_experiment(session: Session) -> Experiment:
-    """MLflow clients log to experiment "0" when none is set: one org-wide "Default" experiment."""
+def _default_experiment(session: Session) -> Experiment:
+    """MLflow clients log to experiment "0" when none is set: one org-wide "Default" experiment, owned by the
+    central unit and saved with it (the listener in tracking.models). A database whose central unit predates
+    that listener gets it saved on the first write that needs it (``ensure_default_experiment``); until then
+    reads see an unsaved stand-in, so a read request never writes."""
     exp = session.get(Experiment, DEFAULT_EXPERIMENT_ID)
     if exp is None:
         ms = now_ms()
@@ -201,7 +224,19 @@ def ensure_default_experiment(session: Session) -> Experiment:
             artifact_location=f"mlflow-artifacts:/{DEFAULT_EXPERIMENT_ID}",
             created_ms=ms,
             updated_ms=ms,
+            lifecycle_stage="active",
+            description="",
         )
+    return exp
+
+
+def ensure_default_experiment(session: Session) -> Experiment | None:
+    """Save the Default experiment if it is not saved yet (in a write session); None before the central unit
+    exists."""
+    if session.scalar(select(BusinessUnit.id).where(BusinessUnit.is_central.is_(True))) is None:
+        return None
+    exp = _default_experiment(session)
+    if exp not in session:
         session.add(exp)
         session.flush()
     return exp
@@ -209,7 +244,7 @@ def ensure_default_experiment(session: Session) -> Experiment:
 
 def get_experiment(session: Session, principal: Principal, experiment_id: str) -> Experiment:
     if experiment_id == DEFAULT_EXPERIMENT_ID:
-        return ensure_default_experiment(session)
+        return _default_experiment(session)
     exp: Experiment | None = session.scalar(
         visible(select(Experiment), Experiment, principal).where(Experiment.id == experiment_id)
     )
@@ -222,7 +257,7 @@ def get_experiment(session: Session, principal: Principal, experiment_id: str) -
 
 def get_experiment_by_name(session: Session, principal: Principal, name: str) -> Experiment:
     if name == "Default":
-        return ensure_default_experiment(session)
+        return _default_experiment(session)
     exp: Experiment | None = session.scalar(
         visible(select(Experiment), Experiment, principal).where(Experiment.name == name)
     )
@@ -289,13 +324,13 @@ def experiment_tags(session: Session, experiment_id: str) -> dict[str, str]:
 def set_experiment_tag(
     session: Session, principal: Principal, experiment_id: str, key: str, value: str
 ) -> None:
-    exp = get_experiment(session, principal, experiment_id)
+    exp = writable_experiment(session, principal, experiment_id)
     _check_key(key, "Tag")
     session.merge(ExperimentTag(experiment_id=exp.id, key=key, value=value))
 
 
 def set_experiment_lifecycle(session: Session, principal: Principal, experiment_id: str, stage: str) -> None:
-    exp = get_experiment(session, principal, experiment_id)
+    exp = writable_experiment(session, principal, experiment_id)
     if exp.id == DEFAULT_EXPERIMENT_ID and stage == "deleted":
         raise BadRequest("The Default experiment cannot be deleted.")
     exp.lifecycle_stage = stage
@@ -311,7 +346,7 @@ def set_experiment_lifecycle(session: Session, principal: Principal, experiment_
 
 
 def rename_experiment(session: Session, principal: Principal, experiment_id: str, new_name: str) -> None:
-    exp = get_experiment(session, principal, experiment_id)
+    exp = writable_experiment(session, principal, experiment_id)
     if session.scalar(select(Experiment.id).where(Experiment.name == new_name)) is not None:
         raise AlreadyExists(f"Experiment '{new_name}' already exists.", details={"name": new_name})
     record(
@@ -330,7 +365,7 @@ def rename_experiment(session: Session, principal: Principal, experiment_id: str
 def set_experiment_description(
     session: Session, principal: Principal, experiment_id: str, description: str
 ) -> None:
-    exp = get_experiment(session, principal, experiment_id)
+    exp = writable_experiment(session, principal, experiment_id)
     if exp.description == description:
         return
     record(
@@ -350,7 +385,6 @@ def count_experiments(
     session: Session, principal: Principal, *, name_like: str | None = None, view_type: str = "ACTIVE_ONLY"
 ) -> int:
     """How many experiments ``search_experiments`` finds with these filters and no limit."""
-    ensure_default_experiment(session)
     stmt = visible(select(func.count()).select_from(Experiment), Experiment, principal)
     if view_type == "ACTIVE_ONLY":
         stmt = stmt.where(Experiment.lifecycle_stage == "active")
@@ -382,7 +416,6 @@ def search_experiments(
 ) -> Sequence[Experiment]:
     """Experiments the principal may see; ``filter_string`` and ``order_by`` use MLflow's grammar over
     ``name``, ``creation_time``, ``last_update_time``, ``experiment_id`` and ``tags.<key>``."""
-    ensure_default_experiment(session)
     stmt = visible(select(Experiment), Experiment, principal)
     if view_type == "ACTIVE_ONLY":
         stmt = stmt.where(Experiment.lifecycle_stage == "active")
@@ -437,7 +470,7 @@ def experiment_tags_for(session: Session, experiment_ids: list[str]) -> dict[str
 
 
 def delete_experiment_tag(session: Session, principal: Principal, experiment_id: str, key: str) -> None:
-    exp = get_experiment(session, principal, experiment_id)
+    exp = writable_experiment(session, principal, experiment_id)
     found = session.get(ExperimentTag, (exp.id, key))
     if found is None:
         raise NotFound(f"No tag with name: {key} in experiment {exp.id}.", details={"key": key})
@@ -445,6 +478,19 @@ def delete_experiment_tag(session: Session, principal: Principal, experiment_id:
 
 
 # --- runs -------------------------------------------------------------------------------------
+
+
+def _loggable_experiment(session: Session, principal: Principal, experiment_id: str) -> Experiment:
+    """Where a new run or logged model may go: an active experiment of one's own unit, or the org-wide
+    Default experiment, which anyone who may write logs to."""
+    if (experiment_id or DEFAULT_EXPERIMENT_ID) == DEFAULT_EXPERIMENT_ID:
+        exp = ensure_default_experiment(session) or _default_experiment(session)
+    else:
+        exp = get_experiment(session, principal, experiment_id)
+        check_writable(principal, exp.business_unit_id, "experiment")
+    if exp.lifecycle_stage != "active":
+        raise BadRequest(f"Experiment '{exp.name}' is deleted; restore it before logging to it.")
+    return exp
 
 
 def _run_name() -> str:
@@ -461,9 +507,7 @@ def create_run(
     start_ms: int | None = None,
     tags: dict[str, str] | None = None,
 ) -> Run:
-    exp = get_experiment(session, principal, experiment_id or DEFAULT_EXPERIMENT_ID)
-    if exp.lifecycle_stage != "active":
-        raise BadRequest(f"Experiment '{exp.name}' is deleted; restore it before logging to it.")
+    exp = _loggable_experiment(session, principal, experiment_id)
     tags = dict(tags or {})
     name = (name or tags.get("mlflow.runName") or _run_name())[:250]
     tags["mlflow.runName"] = name
@@ -505,6 +549,31 @@ def get_run(session: Session, principal: Principal, run_id: str) -> Run:
     return run
 
 
+_LOGGABLE_RUN = (
+    select(Run.id, Run.lifecycle_stage, Run.business_unit_id, Run.author_id, Experiment.visibility)
+    .join(Experiment, Experiment.id == Run.experiment_id)
+    .where(Run.id == bindparam("run_id"))
+)
+
+
+def _loggable_run(session: Session, principal: Principal, run_id: str) -> Row[Any]:
+    """The checks of ``writable_run`` and ``_active`` on four columns: the logging hot path loads no
+    ORM object."""
+    run = session.execute(_LOGGABLE_RUN, {"run_id": run_id}).one_or_none()
+    if run is None or not (
+        principal.sees_all_units
+        or run.business_unit_id == principal.business_unit_id
+        or run.visibility == "organization"
+    ):
+        raise NotFound(f"Run '{run_id}' does not exist.", details={"run_id": run_id})
+    check_writable(principal, run.business_unit_id, "run", author_id=run.author_id)
+    if run.lifecycle_stage != "active":
+        raise BadRequest(
+            f"The run {run.id} must be in the 'active' state. Current state is {run.lifecycle_stage}."
+        )
+    return run
+
+
 def _active(run: Run) -> None:
     if run.lifecycle_stage != "active":
         raise BadRequest(
@@ -521,7 +590,7 @@ def update_run(
     end_ms: int | None = None,
     name: str | None = None,
 ) -> Run:
-    run = get_run(session, principal, run_id)
+    run = writable_run(session, principal, run_id)
     _active(run)
     if status is not None:
         if status not in RUN_STATUSES:
@@ -536,7 +605,7 @@ def update_run(
 
 
 def set_run_lifecycle(session: Session, principal: Principal, run_id: str, stage: str) -> None:
-    run = get_run(session, principal, run_id)
+    run = writable_run(session, principal, run_id)
     run.lifecycle_stage = stage
     record(
         session,
@@ -554,7 +623,7 @@ def run_artifact_root(run: Run) -> str:
 
 
 def delete_tag(session: Session, principal: Principal, run_id: str, key: str) -> None:
-    run = get_run(session, principal, run_id)
+    run = writable_run(session, principal, run_id)
     _active(run)
     found = session.get(RunTag, (run.id, key))
     if found is None:
@@ -562,45 +631,15 @@ def delete_tag(session: Session, principal: Principal, run_id: str, key: str) ->
     session.delete(found)
 
 
-def _not_yet_logged(session: Session, run_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """MLflow's semantics: a metric identical to one already logged (key, timestamp, step, value) is not
-    stored twice, so a retried batch is idempotent; sent again with a model id (as ``log_model`` does), the
-    existing point is linked to that model."""
-    if not rows:
-        return rows
-    steps = [r["step"] for r in rows]
-    stamps = [r["timestamp_ms"] for r in rows]
-    found = session.execute(
-        select(
-            Metric.id,
-            Metric.key,
-            Metric.timestamp_ms,
-            Metric.step,
-            Metric.value,
-            Metric.is_nan,
-            Metric.model_id,
-        ).where(
-            Metric.run_id == run_id,
-            Metric.key.in_({r["key"] for r in rows}),
-            Metric.step.between(min(steps), max(steps)),
-            Metric.timestamp_ms.between(min(stamps), max(stamps)),
-        )
-    )
-    existing = {(key, ts, step, value, nan): (mid, model) for mid, key, ts, step, value, nan, model in found}
-    fresh: list[dict[str, Any]] = []
-    for r in rows:
-        signature = (r["key"], r["timestamp_ms"], r["step"], r["value"], r["is_nan"])
-        if signature not in existing:
-            existing[signature] = (None, r["model_id"])
-            fresh.append(r)
-            continue
-        metric_id, model_id = existing[signature]
-        if r["model_id"] and not model_id and metric_id is not None:
-            session.execute(update(Metric).where(Metric.id == metric_id).values(model_id=r["model_id"]))
-    return fresh
-
-
-_METRICS_INSERT = insert(cast(Table, Metric.__table__))
+# MLflow's semantics: a point identical to one already logged (key, timestamp, step, value) is stored once,
+# so a retried batch is idempotent; sent again with a model id (as ``log_model`` does), the stored point is
+# linked to that model. The unique index ``ux_metrics_point`` makes that one statement, with no read first.
+_METRICS_UPSERT = text(
+    'INSERT INTO metrics (run_id, "key", value, is_nan, timestamp_ms, step, model_id) '
+    "VALUES (:run_id, :key, :value, :is_nan, :timestamp_ms, :step, :model_id) "
+    'ON CONFLICT (run_id, "key", step, timestamp_ms, value, is_nan) DO UPDATE SET model_id = excluded.model_id '
+    "WHERE metrics.model_id IS NULL AND excluded.model_id IS NOT NULL"
+)
 # The latest value per key moves only forward in (step, timestamp). Written as text because SQLAlchemy gives
 # ON CONFLICT statements no cache key, so the Core form was compiled again on every call (about a sixth of
 # the CPU of a single log_metric request); the same text works on SQLite and PostgreSQL and compiles once.
@@ -624,8 +663,7 @@ def log_batch(
     tags: dict[str, str] | None = None,
 ) -> None:
     """Append metrics, params and tags atomically. A param's value may not change once logged."""
-    run = get_run(session, principal, run_id)
-    _active(run)
+    run = _loggable_run(session, principal, run_id)
     params = params or {}
     for key, value in params.items():
         _check_key(key, "Param")
@@ -652,7 +690,7 @@ def log_batch(
         _check_key(key, "Tag")
         session.merge(RunTag(run_id=run.id, key=key, value=str(value)[:MAX_TAG_VALUE]))
         if key == "mlflow.runName":
-            run.name = str(value)[:250]
+            session.execute(update(Run).where(Run.id == run.id).values(name=str(value)[:250]))
     rows: list[dict[str, Any]] = []
     latest: dict[str, dict[str, Any]] = {}
     for m in metrics:
@@ -672,10 +710,9 @@ def log_batch(
         best = latest.get(m.key)
         if best is None or (row["step"], row["timestamp_ms"]) >= (best["step"], best["timestamp_ms"]):
             latest[m.key] = row
-    rows = _not_yet_logged(session, run.id, rows)
     if rows:
-        # Core, not the ORM's bulk insert: a third less CPU for a batch of 1,000 points.
-        session.execute(_METRICS_INSERT, rows)
+        # Core executemany, not the ORM's bulk insert: a third less CPU for a batch of 1,000 points.
+        session.execute(_METRICS_UPSERT, rows)
         session.execute(
             _LATEST_METRIC_UPSERT,
             [
@@ -686,7 +723,7 @@ def log_batch(
 
 
 def log_inputs(session: Session, principal: Principal, run_id: str, datasets: list[dict[str, Any]]) -> None:
-    run = get_run(session, principal, run_id)
+    run = writable_run(session, principal, run_id)
     _active(run)
     for d in datasets:
         name, digest = str(d.get("name", ""))[:500], str(d.get("digest", ""))[:64]
@@ -959,6 +996,29 @@ def artifact_experiment(session: Session, principal: Principal, path: str) -> st
     return safe
 
 
+def artifact_write_path(session: Session, principal: Principal, path: str) -> str:
+    """As ``artifact_experiment``, for writing and deleting: the experiment must be writable by the
+    principal, or the path must lie in a run or logged model the principal created (as in the shared
+    Default experiment)."""
+    safe = artifact_experiment(session, principal, path)
+    parts = safe.split("/")
+    exp = get_experiment(session, principal, parts[0])
+    if principal.can_see_unit(exp.business_unit_id):
+        return safe
+    if len(parts) > 2 and parts[1] == "models":
+        model = session.get(LoggedModel, parts[2])
+        if model is not None and model.experiment_id == exp.id and model.creator_id == principal.person_id:
+            return safe
+    elif len(parts) > 1:
+        run = session.get(Run, parts[1])
+        if run is not None and run.experiment_id == exp.id and run.author_id == principal.person_id:
+            return safe
+    raise PermissionDenied(
+        "These artifacts belong to another business unit; they are shared for reading only.",
+        details={"path": safe},
+    )
+
+
 # --- logged models (MLflow 3) -----------------------------------------------------------------
 
 LOGGED_MODEL_STATUSES = ("LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED")
@@ -995,11 +1055,9 @@ def create_logged_model(
     tags: dict[str, str] | None = None,
 ) -> LoggedModel:
     """A model logged from a run, before its files are uploaded (status pending until finalized)."""
-    exp = get_experiment(session, principal, experiment_id or DEFAULT_EXPERIMENT_ID)
-    if exp.lifecycle_stage != "active":
-        raise BadRequest(f"Experiment '{exp.name}' is deleted; restore it before logging to it.")
+    exp = _loggable_experiment(session, principal, experiment_id)
     if source_run_id:
-        get_run(session, principal, source_run_id)
+        writable_run(session, principal, source_run_id)
     params, tags = dict(params or {}), dict(tags or {})
     _check_values(params, "Param", MAX_PARAM_VALUE)
     _check_values(tags, "Tag", MAX_TAG_VALUE)
@@ -1034,8 +1092,16 @@ def get_logged_model(session: Session, principal: Principal, model_id: str) -> L
     return model
 
 
-def finalize_logged_model(session: Session, principal: Principal, model_id: str, status: str) -> LoggedModel:
+def writable_logged_model(session: Session, principal: Principal, model_id: str) -> LoggedModel:
+    """A logged model the principal may change (its experiment's unit, central staff, or its creator)."""
     model = get_logged_model(session, principal, model_id)
+    unit = session.scalar(select(Experiment.business_unit_id).where(Experiment.id == model.experiment_id))
+    check_writable(principal, str(unit), "logged model", author_id=model.creator_id)
+    return model
+
+
+def finalize_logged_model(session: Session, principal: Principal, model_id: str, status: str) -> LoggedModel:
+    model = writable_logged_model(session, principal, model_id)
     if status not in LOGGED_MODEL_STATUSES:
         raise ValidationFailed(f"Unknown logged model status {status!r}.", details={"status": status})
     model.status = status
@@ -1046,14 +1112,14 @@ def finalize_logged_model(session: Session, principal: Principal, model_id: str,
 def set_logged_model_tags(
     session: Session, principal: Principal, model_id: str, tags: dict[str, str]
 ) -> None:
-    model = get_logged_model(session, principal, model_id)
+    model = writable_logged_model(session, principal, model_id)
     _check_values(tags, "Tag", MAX_TAG_VALUE)
     model.tags = {**model.tags, **tags}
     model.updated_ms = now_ms()
 
 
 def delete_logged_model_tag(session: Session, principal: Principal, model_id: str, key: str) -> None:
-    model = get_logged_model(session, principal, model_id)
+    model = writable_logged_model(session, principal, model_id)
     if key not in model.tags:
         raise NotFound(f"No tag with key {key!r} on logged model {model_id}.", details={"key": key})
     model.tags = {k: v for k, v in model.tags.items() if k != key}
@@ -1064,7 +1130,7 @@ def log_logged_model_params(
     session: Session, principal: Principal, model_id: str, params: dict[str, str]
 ) -> None:
     """Add params to a logged model; as for runs, a param's value may not change once logged."""
-    model = get_logged_model(session, principal, model_id)
+    model = writable_logged_model(session, principal, model_id)
     _check_values(params, "Param", MAX_PARAM_VALUE)
     for key, value in params.items():
         if key in model.params and model.params[key] != value:
@@ -1145,10 +1211,10 @@ def run_outputs(session: Session, run_ids: list[str]) -> dict[str, list[LoggedMo
 
 def log_outputs(session: Session, principal: Principal, run_id: str, model_ids: list[str]) -> None:
     """Record that a run produced these logged models (a model without a source run gets this one)."""
-    run = get_run(session, principal, run_id)
+    run = writable_run(session, principal, run_id)
     _active(run)
     for model_id in model_ids:
-        model = get_logged_model(session, principal, model_id)
+        model = writable_logged_model(session, principal, model_id)
         if model.source_run_id is None:
             model.source_run_id = run.id
 

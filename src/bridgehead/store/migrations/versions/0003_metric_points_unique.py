@@ -1,0 +1,41 @@
+"""metric points unique: one row per identical point, so logging needs no read to stay idempotent
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-26 14:00:00
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+POINT = ["run_id", "key", "step", "timestamp_ms", "value", "is_nan"]
+
+
+def upgrade() -> None:
+    # Two writers racing past the old read-then-insert check could both store a point: keep the first
+    # (linking it to a model if any copy was), drop the rest.
+    op.execute(
+        "UPDATE metrics SET model_id = (SELECT max(d.model_id) FROM metrics d WHERE d.run_id = metrics.run_id "
+        'AND d."key" = metrics."key" AND d.step = metrics.step AND d.timestamp_ms = metrics.timestamp_ms '
+        "AND d.value = metrics.value AND d.is_nan = metrics.is_nan) WHERE model_id IS NULL"
+    )
+    op.execute(
+        "DELETE FROM metrics WHERE id NOT IN (SELECT min(id) FROM metrics "
+        'GROUP BY run_id, "key", step, timestamp_ms, value, is_nan)'
+    )
+    with op.batch_alter_table("metrics", schema=None) as batch_op:
+        batch_op.drop_index("ix_metrics_run_key_step")
+        # Its prefix (run, key, step) serves metric histories as the dropped index did.
+        batch_op.create_index("ux_metrics_point", POINT, unique=True)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("metrics", schema=None) as batch_op:
+        batch_op.drop_index("ux_metrics_point")
+        batch_op.create_index("ix_metrics_run_key_step", ["run_id", "key", "step"], unique=False)
