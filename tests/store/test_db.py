@@ -140,3 +140,49 @@ def test_migration_0003_merges_duplicate_metric_points(db: Database) -> None:
         ]
         with pytest.raises(IntegrityError):
             conn.execute(insert, {"key": "acc", "value": 0.6, "step": 2, "model": None})
+
+
+def test_nowait_write_session_refuses_at_once_when_another_writer_holds_sqlite(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+    import time
+
+    from bridgehead.store.db import WriteLockBusy
+
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    upgrade(db)
+    holder = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    started = time.perf_counter()
+    with pytest.raises(WriteLockBusy), db.session(write=True, wait=False) as session:
+        session.execute(text("SELECT 1"))
+    assert time.perf_counter() - started < 5  # refused, not queued behind the 30 s busy timeout
+    holder.execute("ROLLBACK")
+    with db.session(write=True, wait=False) as session:  # free again: the same pooled connection works
+        session.execute(text("SELECT 1"))
+    with db.engine.connect() as conn:  # and waits again, as every other session does
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+    holder.close()
+    db.dispose()
+
+
+def test_wal_is_checkpointed_in_the_background(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Large writes leave the log for the background thread to copy into the database file, so no commit
+    pays for the copy; the file grows without anyone asking for a checkpoint."""
+    import time
+
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 20_000
+    with db.session(write=True) as session:
+        session.execute(text("CREATE TABLE blobs (b BLOB)"))
+    main = tmp_path / "x.db"
+    before = main.stat().st_size
+    with db.session(write=True) as session:
+        for _ in range(6):
+            session.execute(text("INSERT INTO blobs VALUES (:b)"), {"b": b"x" * (1 << 20)})
+    assert (tmp_path / "x.db-wal").stat().st_size > 4 << 20
+    deadline = time.monotonic() + 20
+    while main.stat().st_size < before + (6 << 20) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert main.stat().st_size >= before + (6 << 20)
+    db.dispose()

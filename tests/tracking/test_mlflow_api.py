@@ -798,3 +798,88 @@ def test_shared_objects_are_read_only_for_other_units_through_mlflow(
     )
     their_path = theirs["artifact_uri"].removeprefix("mlflow-artifacts:/") + "/x.txt"
     assert_mlflow_error(outsider.put_artifact(their_path, b"x"), 403, "PERMISSION_DENIED")
+
+
+def test_logging_calls_that_fail_are_answered_by_the_route_and_write_nothing(admin_api: Api) -> None:
+    """The fast lane answers successes only; a failed batch is rolled back there and answered by the route,
+    so no metric of a refused batch is stored (and none twice)."""
+    eid = admin_api.experiment("lane")
+    run_id = admin_api.run(eid)["info"]["run_id"]
+    admin_api.ok("POST", "runs/log-parameter", {"run_id": run_id, "key": "lr", "value": "0.1"})
+    refused = admin_api.post(
+        "runs/log-batch",
+        {
+            "run_id": run_id,
+            "metrics": [{"key": "loss", "value": 1.0, "timestamp": 5, "step": 0}],
+            "params": [{"key": "lr", "value": "0.2"}],
+        },
+    )
+    assert "Changing param values" in assert_mlflow_error(refused, 400, "INVALID_PARAMETER_VALUE")
+    history = admin_api.ok("GET", "metrics/get-history", run_id=run_id, metric_key="loss")
+    assert history.get("metrics", []) == []
+    assert_mlflow_error(
+        admin_api.post("runs/log-metric", {"key": "k", "value": 1}), 400, "INVALID_PARAMETER_VALUE"
+    )
+    assert_mlflow_error(admin_api.post("runs/log-metric", {"run_id": run_id}), 400, "INVALID_PARAMETER_VALUE")
+    broken = admin_api.client.post(
+        f"{API}/runs/log-metric",
+        content=b"{not json",
+        headers={**admin_api.headers, "content-type": "application/json"},
+    )
+    assert broken.status_code == 400 and broken.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    stranger = admin_api.client.post(
+        f"{API}/runs/log-metric",
+        json={"run_id": run_id, "key": "k", "value": 1},
+        headers={"Authorization": "Bearer nope"},
+    )
+    assert_mlflow_error(stranger, 401, "UNAUTHENTICATED")
+    # The same point sent twice is stored once.
+    point = {"run_id": run_id, "key": "acc", "value": 0.5, "timestamp": 7, "step": 1}
+    admin_api.ok("POST", "runs/log-metric", point)
+    admin_api.ok("POST", "runs/log-batch", {"run_id": run_id, "metrics": [point, point]})
+    assert len(admin_api.ok("GET", "metrics/get-history", run_id=run_id, metric_key="acc")["metrics"]) == 1
+
+
+def test_oversized_logging_bodies_are_refused(client: TestClient, admin: Member, db: Database) -> None:
+    """Announced or streamed, a logging body over the limit is 413 and nothing of it is stored."""
+    limit = client.app.state.settings.max_body_bytes  # type: ignore[attr-defined]
+    run_id = Api(client, admin).run("0")["info"]["run_id"]
+    point = b'{"key": "k", "value": 1, "timestamp": 1, "step": 0},'
+    body = b'{"run_id": "' + run_id.encode() + b'", "metrics": [' + point * (limit // len(point)) + b"{}]}"
+    headers = {**admin.headers, "content-type": "application/json"}
+    announced = client.post(f"{API}/runs/log-batch", content=body, headers=headers)
+    assert_mlflow_error(announced, 413, "RESOURCE_EXHAUSTED")
+
+    def chunks() -> Any:
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    streamed = client.post(f"{API}/runs/log-batch", content=chunks(), headers=headers)
+    assert_mlflow_error(streamed, 413, "RESOURCE_EXHAUSTED")
+    with db.session() as session:
+        assert tracking.count_metric_history(session, principal_for(db, admin.token), run_id, "k") == 0
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+def test_logging_while_another_writer_holds_sqlite_waits_instead_of_failing(
+    admin_api: Api, db: Database, settings: Any
+) -> None:
+    """The fast lane never waits for SQLite's write lock on the event loop: it hands the call to the route,
+    which waits in a worker thread, so the call succeeds once the other writer is done."""
+    import sqlite3
+    import threading
+
+    eid = admin_api.experiment("contended")
+    run_id = admin_api.run(eid)["info"]["run_id"]
+    path = settings.resolved_database_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.5, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    admin_api.ok(
+        "POST", "runs/log-metric", {"run_id": run_id, "key": "k", "value": 3.0, "timestamp": 1, "step": 0}
+    )
+    release.join()
+    holder.close()
+    history = admin_api.ok("GET", "metrics/get-history", run_id=run_id, metric_key="k")["metrics"]
+    assert [m["value"] for m in history] == [3.0]

@@ -145,7 +145,8 @@ _TOKEN_LOOKUP = (
 
 
 def authenticate_token(session: Session, secret: str) -> Principal:
-    row = session.execute(_TOKEN_LOOKUP, {"token_hash": _sha256(secret)}).one_or_none()
+    # On the session's connection: a Core statement needs none of the ORM's execution layer.
+    row = session.connection().execute(_TOKEN_LOOKUP, {"token_hash": _sha256(secret)}).one_or_none()
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
         raise Unauthenticated("The API token is unknown, expired or revoked. Create a new one.")
     if row.id is None or not row.is_active:

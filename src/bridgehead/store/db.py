@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
+import threading
+import time
+import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
@@ -16,8 +21,9 @@ from sqlalchemy.pool import QueuePool
 from bridgehead.errors import BridgeheadError, Conflict, StoreUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
+BUSY_TIMEOUT_MS = 30_000
 
-__all__ = ["Database", "translate_db_errors"]
+__all__ = ["Database", "WriteLockBusy", "translate_db_errors"]
 
 
 @contextlib.contextmanager
@@ -46,6 +52,10 @@ def translate_db_errors() -> Iterator[None]:
         raise StoreUnavailable("The database failed to complete the request.") from exc
 
 
+class WriteLockBusy(StoreUnavailable):
+    """A ``wait=False`` write session found SQLite's write lock taken (see ``Database.session``)."""
+
+
 class Database:
     """One engine per app. Write sessions on SQLite start with BEGIN IMMEDIATE so that writers queue
     instead of failing on a stale snapshot; PostgreSQL serializes the audit chain with an advisory lock."""
@@ -66,6 +76,8 @@ class Database:
             kwargs["poolclass"] = QueuePool
             kwargs["pool_size"] = 5
             kwargs["max_overflow"] = 20
+            # The connection used last has the warmest page cache.
+            kwargs["pool_use_lifo"] = True
         else:
             kwargs["pool_pre_ping"] = True
             kwargs["pool_size"] = 5
@@ -77,11 +89,21 @@ class Database:
         self._write = sessionmaker(
             self.engine.execution_options(bridgehead_write=True), expire_on_commit=False
         )
+        self._write_nowait = sessionmaker(
+            self.engine.execution_options(bridgehead_write=True, bridgehead_nowait=True),
+            expire_on_commit=False,
+        )
+        if self.is_sqlite:
+            _CHECKPOINTS.add(self.engine)
 
     @contextlib.contextmanager
-    def session(self, *, write: bool = False) -> Iterator[Session]:
-        """A transaction: committed when the block ends cleanly, rolled back otherwise."""
-        factory = self._write if write else self._read
+    def session(self, *, write: bool = False, wait: bool = True) -> Iterator[Session]:
+        """A transaction: committed when the block ends cleanly, rolled back otherwise.
+
+        ``wait=False`` (SQLite write sessions): raise WriteLockBusy at once, rather than wait for another
+        writer, when the write lock is taken. For work short enough to run on the event loop, which must
+        never block on a lock."""
+        factory = self._write if write and wait else self._write_nowait if write else self._read
         with translate_db_errors():
             session = factory()
             try:
@@ -101,6 +123,7 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        _CHECKPOINTS.remove(self.engine)
         self.engine.dispose()
 
 
@@ -112,11 +135,82 @@ def _configure_sqlite(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA wal_autocheckpoint={_Checkpointer.SAFETY_PAGES}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get("bridgehead_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = conn.get_execution_options()
+        if not options.get("bridgehead_write", False):
+            conn.exec_driver_sql("BEGIN")
+        elif not options.get("bridgehead_nowait", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            driver = conn.connection.driver_connection
+            driver.execute("PRAGMA busy_timeout=0")
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise WriteLockBusy("Another writer holds the database; retry shortly.") from exc
+            finally:
+                driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+class _Checkpointer:
+    """Copies SQLite's write-ahead log back into the database file from a background thread.
+
+    Left to SQLite, the commit that grows the log past 1,000 pages does that copy (and its fsync) itself,
+    so every thirtieth or so large write waits several milliseconds more. Here one thread per process checks
+    the log of every open database a few times a second and checkpoints it (PASSIVE: it never blocks
+    readers or writers); commits still checkpoint on their own past ``SAFETY_PAGES``, should the thread
+    fall behind."""
+
+    INTERVAL_S = 0.25
+    THRESHOLD_BYTES = 4 << 20
+    SAFETY_PAGES = 20_000
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        # Weak: an engine nobody disposed of is still let go with its Database.
+        self.engines: weakref.WeakKeyDictionary[Engine, Path] = weakref.WeakKeyDictionary()
+        self.thread: threading.Thread | None = None
+
+    def add(self, engine: Engine) -> None:
+        database = engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return
+        with self.lock:
+            self.engines[engine] = Path(f"{database}-wal")
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._run, name="bridgehead-wal-checkpoint", daemon=True
+                )
+                self.thread.start()
+
+    def remove(self, engine: Engine) -> None:
+        with self.lock:
+            self.engines.pop(engine, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.INTERVAL_S)
+            with self.lock:
+                due = [e for e, wal in list(self.engines.items()) if _size(wal) >= self.THRESHOLD_BYTES]
+            for engine in due:
+                try:
+                    with engine.connect() as conn:
+                        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                except Exception:  # never let one failure end the thread; SQLite's own checkpoints remain
+                    log.warning("background WAL checkpoint failed", exc_info=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+_CHECKPOINTS = _Checkpointer()

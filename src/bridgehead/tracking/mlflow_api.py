@@ -9,16 +9,14 @@ tracking routes (experiments, runs, metrics, logged models) and assembles the re
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import Field, ValidationError
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import Field
+from sqlalchemy.orm import Session
 
-from bridgehead.auth.deps import ApiPrincipal, principal_for
+from bridgehead.auth.deps import ApiPrincipal
 from bridgehead.auth.roles import Action
 from bridgehead.auth.service import Principal, require
 from bridgehead.errors import BadRequest
@@ -56,7 +54,6 @@ MAX_RESULTS_EXPERIMENTS = 50000
 MAX_RESULTS_HISTORY = 25000
 VIEW_TYPES = ("ACTIVE_ONLY", "DELETED_ONLY", "ALL")
 
-_B = TypeVar("_B", bound=Body)
 router = APIRouter(include_in_schema=False)
 tracking_router = APIRouter(prefix=API)
 
@@ -125,6 +122,11 @@ class MetricBody(Body):
     timestamp: Int64 = 0
     step: Int64 = 0
     model_id: str | None = None
+
+    @property
+    def timestamp_ms(self) -> int:
+        """MLflow's timestamp 0 (unset) means now."""
+        return self.timestamp or tracking.now_ms()
 
 
 class LogMetric(RunRef, MetricBody):
@@ -416,90 +418,63 @@ def restore_run(body: RunRef, request: Request, principal: ApiPrincipal) -> JSON
     return ok()
 
 
-_OK = b"{}"
-
-
-def _log(
-    request: Request,
+def write_log(
+    session: Session,
+    principal: Principal,
     run_id: str,
     *,
     metrics: list[MetricBody] | None = None,
     params: list[KeyValue] | None = None,
     tags: list[KeyValue] | None = None,
-) -> Response:
-    """Authenticate and write in one write session (one worker thread, one transaction). On SQLite the
-    write lock is taken before authentication: a refused call holds it for one indexed lookup."""
+) -> None:
+    """What ``runs/log-metric``, ``log-parameter``, ``set-tag`` and ``log-batch`` do, in the caller's write
+    session; shared by these routes and their fast lane (``mlflow_lane``)."""
+    require(principal, Action.TRACKING_WRITE)
     metrics, params, tags = metrics or [], params or [], tags or []
     if len(metrics) > MAX_BATCH_METRICS or len(params) > MAX_BATCH_PARAMS or len(tags) > MAX_BATCH_TAGS:
-        _writer(request)
         raise BadRequest(
             f"A batch may hold at most {MAX_BATCH_METRICS} metrics, {MAX_BATCH_PARAMS} params and "
             f"{MAX_BATCH_TAGS} tags; got {len(metrics)}, {len(params)} and {len(tags)}."
         )
+    tracking.log_batch(
+        session,
+        principal,
+        run_id,
+        metrics=metrics,
+        params=kv_dict(params, "param"),
+        tags=kv_dict(tags, "tag"),
+    )
+
+
+def _log(request: Request, principal: Principal, run_id: str, **batch: Any) -> JSONResponse:
+    require(principal, Action.TRACKING_WRITE)
     with db(request).session(write=True) as session:
-        principal = principal_for(request, session)
-        require(principal, Action.TRACKING_WRITE)
-        tracking.log_batch(
-            session,
-            principal,
-            run_id,
-            metrics=[
-                tracking.MetricIn(m.key, m.value, m.timestamp or tracking.now_ms(), m.step, m.model_id)
-                for m in metrics
-            ],
-            params=kv_dict(params, "param"),
-            tags=kv_dict(tags, "tag"),
-        )
-    return Response(_OK, media_type="application/json")
+        write_log(session, principal, run_id, **batch)
+    return ok()
 
 
-async def _body(request: Request, shape: type[_B]) -> _B:
-    """Parse and validate the JSON body in one pass, with the same errors FastAPI gives a body parameter."""
-    raw = await request.body()
-    try:
-        return shape.model_validate_json(raw)
-    except ValidationError as exc:
-        # Who is calling comes first, as with a dependency: an anonymous caller learns nothing about the body.
-        await run_in_threadpool(_writer, request)
-        errors = [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
-        raise RequestValidationError(errors, body=raw) from exc
-
-
-def _writer(request: Request) -> None:
-    with db(request).session() as session:
-        require(principal_for(request, session), Action.TRACKING_WRITE)
-
-
-# The logging routes are the hot path of every training loop: plain ``async`` routes that read the body
-# on the event loop, then make one worker-thread call that authenticates and writes (a dependency would
-# add a second thread hop and a second database session per call).
+# A call with a bearer token that succeeds is answered by ``mlflow_lane.LoggingLane`` before it reaches
+# these routes; they answer everything else (cookies, errors) and define the behaviour the lane follows.
 
 
 @tracking_router.post("/runs/log-metric")
-async def log_metric(request: Request) -> Response:
-    body = await _body(request, LogMetric)
-    return await run_in_threadpool(partial(_log, request, body.rid, metrics=[body]))
+def log_metric(body: LogMetric, request: Request, principal: ApiPrincipal) -> JSONResponse:
+    return _log(request, principal, body.rid, metrics=[body])
 
 
 @tracking_router.post("/runs/log-parameter")
-async def log_param(request: Request) -> Response:
-    body = await _body(request, LogParam)
-    params = [KeyValue(key=body.key, value=body.value)]
-    return await run_in_threadpool(partial(_log, request, body.rid, params=params))
+def log_param(body: LogParam, request: Request, principal: ApiPrincipal) -> JSONResponse:
+    return _log(request, principal, body.rid, params=[KeyValue(key=body.key, value=body.value)])
 
 
 @tracking_router.post("/runs/set-tag")
-async def set_tag(request: Request) -> Response:
-    body = await _body(request, SetTag)
-    tags = [KeyValue(key=body.key, value=body.value)]
-    return await run_in_threadpool(partial(_log, request, body.rid, tags=tags))
+def set_tag(body: SetTag, request: Request, principal: ApiPrincipal) -> JSONResponse:
+    return _log(request, principal, body.rid, tags=[KeyValue(key=body.key, value=body.value)])
 
 
 @tracking_router.post("/runs/log-batch")
-async def log_batch(request: Request) -> Response:
-    body = await _body(request, LogBatch)
-    logged = partial(_log, request, body.rid, metrics=body.metrics, params=body.params, tags=body.tags)
-    return await run_in_threadpool(logged)
+def log_batch(body: LogBatch, request: Request, principal: ApiPrincipal) -> JSONResponse:
+    return _log(request, principal, body.rid, metrics=body.metrics, params=body.params, tags=body.tags)
 
 
 @tracking_router.post("/runs/delete-tag")

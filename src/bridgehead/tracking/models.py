@@ -105,7 +105,9 @@ class Metric(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    # No foreign key: checking it cost SQLite more than the insert of a 1,000-point batch itself. The one
+    # writer, tracking.service.log_batch, checks the run in the same transaction; runs are never deleted.
+    run_id: Mapped[str] = mapped_column(String(32))
     key: Mapped[str] = mapped_column(String(250))
     value: Mapped[float] = mapped_column(Float)
     is_nan: Mapped[bool] = mapped_column(Boolean, default=False)

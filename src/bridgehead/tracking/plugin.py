@@ -17,3 +17,7 @@ ROUTERS = ("bridgehead.tracking.routes", "bridgehead.tracking.mlflow_api", "brid
 def register_routes(app: FastAPI, console: Console) -> None:
     for name in ROUTERS:
         app.include_router(importlib.import_module(name).router)
+    from bridgehead.tracking.mlflow_lane import LoggingLane
+
+    # Added before the app's own middleware, so it runs inside the request envelope and the body limit.
+    app.add_middleware(LoggingLane, db=app.state.db)

@@ -1,0 +1,141 @@
+"""A fast lane for MLflow's logging calls, the hot path of every training loop.
+
+``runs/log-metric``, ``runs/log-parameter``, ``runs/set-tag`` and ``runs/log-batch`` sent with a bearer token
+are answered here, before FastAPI's routing, dependency solving and response machinery: the body is parsed
+and validated in one pass, then one worker-thread call authenticates and writes in one write session (one
+transaction) through the same ``write_log`` the routes use. Only success is answered here. Whatever is not
+a plain success (a bad body, a bad token, a refused permission, a missing run, a body over the limit, a
+cookie-authenticated call) is handed, with its body, to the regular routes in ``mlflow_api``, which
+answer it, so errors and their statuses have one definition. The lane's transaction was rolled back by
+then, so nothing is written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bridgehead.auth.service import authenticate_token
+from bridgehead.errors import BridgeheadError
+from bridgehead.store import Database
+from bridgehead.tracking.mlflow_api import API, LogBatch, LogMetric, LogParam, SetTag, write_log
+from bridgehead.tracking.mlflow_wire import KeyValue
+
+__all__ = ["LoggingLane"]
+
+
+def _metric(body: Any) -> dict[str, Any]:
+    return {"metrics": [body]}
+
+
+def _param(body: Any) -> dict[str, Any]:
+    return {"params": [KeyValue(key=body.key, value=body.value)]}
+
+
+def _tag(body: Any) -> dict[str, Any]:
+    return {"tags": [KeyValue(key=body.key, value=body.value)]}
+
+
+def _batch(body: Any) -> dict[str, Any]:
+    return {"metrics": body.metrics, "params": body.params, "tags": body.tags}
+
+
+ROUTES: dict[str, tuple[type[BaseModel], Callable[[Any], dict[str, Any]]]] = {
+    f"{API}/runs/log-metric": (LogMetric, _metric),
+    f"{API}/runs/log-parameter": (LogParam, _param),
+    f"{API}/runs/set-tag": (SetTag, _tag),
+    f"{API}/runs/log-batch": (LogBatch, _batch),
+}
+_OK_HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+
+
+class LoggingLane:
+    """ASGI middleware; see the module docstring. Sits inside the body limit and the request envelope, so
+    answers carry the request id and security headers and oversize bodies are refused as everywhere."""
+
+    def __init__(self, app: ASGIApp, db: Database) -> None:
+        self.app = app
+        self.db = db
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        token = _bearer(scope) if route else None
+        if route is None or token is None:
+            await self.app(scope, receive, send)
+            return
+        body, complete = await _read_body(receive)
+        if self.db.is_sqlite:
+            # SQLite is in-process and this write takes a fraction of a millisecond of CPU, which a worker
+            # thread would hold the GIL for anyway; the hop to it and back costs more than the write. The
+            # session does not wait for the write lock: when another writer holds it, the call goes to the
+            # route below, which waits in a worker thread.
+            logged = complete and self._write(route, token, body, wait=False)
+        else:
+            logged = complete and await run_in_threadpool(self._write, route, token, body)
+        if logged:
+            await send({"type": "http.response.start", "status": 200, "headers": _OK_HEADERS})
+            await send({"type": "http.response.body", "body": b"{}"})
+            return
+        await self.app(scope, _replay(body, complete, receive), send)
+
+    def _write(
+        self,
+        route: tuple[type[BaseModel], Callable[[Any], dict[str, Any]]],
+        token: str,
+        raw: bytes,
+        *,
+        wait: bool = True,
+    ) -> bool:
+        """True when logged; False when the regular route must answer (nothing was written)."""
+        shape, fields = route
+        try:
+            body: Any = shape.model_validate_json(raw)
+            if not (body.run_id or body.run_uuid):
+                return False
+            with self.db.session(write=True, wait=wait) as session:
+                principal = authenticate_token(session, token)
+                write_log(session, principal, body.run_id or body.run_uuid, **fields(body))
+        except (ValidationError, BridgeheadError):
+            return False
+        return True
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, secret = value.decode("latin-1").partition(" ")
+            secret = secret.strip()
+            return secret if scheme.lower() == "bearer" and secret else None
+    return None
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The whole body, and whether it arrived whole (False when the client or the body limit ended it)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+
+
+def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:
+    """A receive channel that gives the app the body already read, then the rest of the connection's."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            if complete:
+                return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.disconnect"}
+        return await receive()
+
+    return replay
