@@ -658,6 +658,19 @@ def test_registry_routes(admin_api: Api, db: Database, admin: Member) -> None:
     assert search["registered_models"][0]["tags"] == [{"key": "owner", "value": "risk"}]
     first = api.ok("GET", "registered-models/search", max_results=1, order_by=["name DESC"])
     assert [m["name"] for m in first["registered_models"]] == ["other"]
+    # Tag filters run in SQL over the JSON tags column: dotted keys, quotes, and a missing tag satisfying !=.
+    api.ok("POST", "registered-models/set-tag", {"name": "other", "key": "team.name", "value": 'risk "ops"'})
+
+    def models(filter_string: str) -> list[str]:
+        found = api.ok("GET", "registered-models/search", filter=filter_string)["registered_models"]
+        return [m["name"] for m in found]
+
+    assert models("tags.owner = 'risk'") == ["clf"]
+    assert models("tags.owner != 'risk'") == ["other"]
+    assert models("tags.`team.name` = 'risk \"ops\"'") == ["other"]
+    assert models("tags.`team.name` != 'nobody' AND tags.owner != 'x'") == ["clf", "other"]
+    page = api.client.get("/api/v1/registered-models", params={"limit": 1}, headers=api.headers).json()
+    assert page["total"] == 2 and len(page["items"]) == 1
     rest = api.ok(
         "GET",
         "registered-models/search",

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from bridgehead.audit.models import AuditEvent
 from bridgehead.registry import service as registry
 from bridgehead.settings import Settings
+from bridgehead.tracking import logged_models
 from bridgehead.tracking import service as tracking
 from bridgehead.tracking.models import Metric as MetricRow
 from tests.tracking.mlflow_live import Live, live_server
@@ -153,7 +154,7 @@ def test_mlflow_client_end_to_end(live: Live, tmp_path: Path) -> None:
         assert (version.metrics["unstable"], version.metrics["ceiling"]) == ("NaN", "Infinity")  # JSON-safe
         assert registry.get_version(session, principal, "credit-clf", 2).run_id == second.info.run_id
         assert registry.get_version_by_alias(session, principal, "credit-clf", "champion").version == 1
-        logged = tracking.get_logged_model(session, principal, info.model_id)
+        logged = logged_models.get_logged_model(session, principal, info.model_id)
         assert logged.status == "LOGGED_MODEL_READY" and logged.source_run_id == run_id
         actions = set(session.scalars(select(AuditEvent.action)))
     assert {"experiment.create", "model.create", "model_version.create", "model.set_alias"} <= actions

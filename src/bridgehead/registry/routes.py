@@ -153,11 +153,12 @@ def list_models(
     """Registered models you may see, by name."""
     require(principal, Action.TRACKING_READ)
     with db_of(request).session() as session:
-        # The service filters in SQL and pages in Python when tags are involved; ask for all to count them.
-        every = list(service.search_registered_models(session, principal, name_like=name_like, limit=10**9))
-        rows = every[offset : offset + limit]
+        rows = service.search_registered_models(
+            session, principal, name_like=name_like, limit=limit, offset=offset
+        )
+        total = service.count_registered_models(session, principal, name_like=name_like)
         overview = service.model_overview(session, [m.id for m in rows])
-        return Page[ModelOut](items=[_model_out(m, overview[m.id]) for m in rows], total=len(every))
+        return Page[ModelOut](items=[_model_out(m, overview[m.id]) for m in rows], total=total)
 
 
 @router.post("/registered-models", status_code=201, response_model=ModelDetail, responses=ERRORS)

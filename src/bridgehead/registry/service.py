@@ -25,11 +25,13 @@ from bridgehead.org.models import BusinessUnit
 from bridgehead.registry.flavors import Flavor, read_manifest
 from bridgehead.registry.models import ModelAlias, ModelVersion, RegisteredModel
 from bridgehead.store.artifacts import ArtifactStore
+from bridgehead.tracking import logged_models
 from bridgehead.tracking import service as tracking
 from bridgehead.tracking.models import LoggedModel
 from bridgehead.tracking.search import Clause, parse_filter, parse_order_by
 
 __all__ = [
+    "count_registered_models",
     "create_model_version",
     "create_registered_model",
     "delete_alias",
@@ -141,17 +143,18 @@ _VERSION_COLUMNS = {
 }
 
 
-def _tags_match(tags: dict[str, Any], clauses: list[Clause]) -> bool:
-    """Tag clauses (``=`` and ``!=``; a missing tag satisfies ``!=`` as in MLflow) over a JSON tags column."""
-    return all((tags.get(c.key) == c.value) == (c.op == "=") for c in clauses)
+def _tag_condition(column: Any, clause: Clause) -> Any:
+    """A tag clause over a JSON tags column, in SQL (``=`` and ``!=``; a missing tag satisfies ``!=``, as in
+    MLflow)."""
+    value = column[clause.key].as_string()
+    if clause.op == "=":
+        return value == str(clause.value)
+    return or_(value.is_(None), value != str(clause.value))
 
 
-def _split_clauses(
-    filter_string: str | None, columns: dict[str, Any], what: str
-) -> tuple[list[Any], list[Clause]]:
-    """SQL conditions for attribute clauses, and the tag clauses to apply to the JSON column."""
+def _conditions(filter_string: str | None, columns: dict[str, Any], tags: Any, what: str) -> list[Any]:
+    """SQL conditions for a filter over attribute columns and the JSON ``tags`` column."""
     conditions: list[Any] = []
-    tag_clauses: list[Clause] = []
     for clause in parse_filter(filter_string, columns):
         if clause.entity == "attributes":
             value = clause.value
@@ -162,10 +165,10 @@ def _split_clauses(
                     raise BadRequest("version_number needs an integer.") from exc
             conditions.append(tracking.compare(columns[clause.key], clause.op, value))
         elif clause.entity == "tags" and clause.op in ("=", "!="):
-            tag_clauses.append(clause)
+            conditions.append(_tag_condition(tags, clause))
         else:
             raise BadRequest(f"{what} cannot be searched by {clause.entity} with {clause.op}.")
-    return conditions, tag_clauses
+    return conditions
 
 
 def _ordering(order_by: list[str] | None, columns: dict[str, Any], what: str) -> list[Any]:
@@ -176,6 +179,19 @@ def _ordering(order_by: list[str] | None, columns: dict[str, Any], what: str) ->
         column = columns[order.key]
         ordering.append(column.asc() if order.ascending else column.desc())
     return ordering
+
+
+def _models_query(
+    principal: Principal, name_like: str | None, tags: dict[str, str] | None, filter_string: str | None
+) -> Any:
+    stmt = _visible(principal)
+    if name_like:
+        stmt = stmt.where(func.lower(RegisteredModel.name).like(name_like.lower()))
+    conditions = _conditions(filter_string, _MODEL_COLUMNS, RegisteredModel.tags, "Registered models")
+    conditions += [
+        _tag_condition(RegisteredModel.tags, Clause("tags", k, "=", v)) for k, v in (tags or {}).items()
+    ]
+    return stmt.where(*conditions)
 
 
 def search_registered_models(
@@ -191,17 +207,22 @@ def search_registered_models(
 ) -> Sequence[RegisteredModel]:
     """Registered models the principal may see. ``filter_string`` and ``order_by`` use MLflow's grammar
     (``name``, ``tags.<key>`` with = or !=; order by name, creation or last update time)."""
-    stmt = _visible(principal)
-    if name_like:
-        stmt = stmt.where(func.lower(RegisteredModel.name).like(name_like.lower()))
-    conditions, tag_clauses = _split_clauses(filter_string, _MODEL_COLUMNS, "Registered models")
+    stmt = _models_query(principal, name_like, tags, filter_string)
     ordering = _ordering(order_by, _MODEL_COLUMNS, "Registered models")
-    stmt = stmt.where(*conditions).order_by(*ordering, RegisteredModel.name)
-    tag_clauses += [Clause("tags", k, "=", v) for k, v in (tags or {}).items()]
-    if not tag_clauses:
-        return session.scalars(stmt.limit(limit).offset(offset)).all()
-    rows = [m for m in session.scalars(stmt) if _tags_match(m.tags, tag_clauses)]
-    return rows[offset : offset + limit]
+    return session.scalars(stmt.order_by(*ordering, RegisteredModel.name).limit(limit).offset(offset)).all()
+
+
+def count_registered_models(
+    session: Session,
+    principal: Principal,
+    *,
+    name_like: str | None = None,
+    tags: dict[str, str] | None = None,
+    filter_string: str | None = None,
+) -> int:
+    """How many models ``search_registered_models`` finds with these filters and no limit."""
+    stmt = _models_query(principal, name_like, tags, filter_string)
+    return int(session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
 
 
 def latest_versions_for(session: Session, model_ids: list[str]) -> dict[str, list[ModelVersion]]:
@@ -342,7 +363,7 @@ def resolve_source(
     # Each form checks that the principal may see where the files live: registering a version must not
     # become a way to read another unit's private artifacts.
     if source.startswith("models:/m-"):
-        logged = tracking.get_logged_model(session, principal, source.removeprefix("models:/"))
+        logged = logged_models.get_logged_model(session, principal, source.removeprefix("models:/"))
         return logged.artifact_uri.removeprefix("mlflow-artifacts:/"), logged.id
     if source.startswith("mlflow-artifacts:/"):
         path = source.removeprefix("mlflow-artifacts:/").strip("/")
@@ -488,13 +509,10 @@ def search_versions(
         stmt = stmt.where(RegisteredModel.name == name)
     if run_id:
         stmt = stmt.where(ModelVersion.run_id == run_id)
-    conditions, tag_clauses = _split_clauses(filter_string, _VERSION_COLUMNS, "Model versions")
+    conditions = _conditions(filter_string, _VERSION_COLUMNS, ModelVersion.tags, "Model versions")
     ordering = _ordering(order_by, _VERSION_COLUMNS, "Model versions")
     stmt = stmt.where(*conditions).order_by(*ordering, RegisteredModel.name, ModelVersion.version.desc())
-    if not tag_clauses:
-        return session.scalars(stmt.limit(limit).offset(offset)).all()
-    rows = [v for v in session.scalars(stmt) if _tags_match(v.tags, tag_clauses)]
-    return rows[offset : offset + limit]
+    return session.scalars(stmt.limit(limit).offset(offset)).all()
 
 
 def _stage(stage: str) -> str:

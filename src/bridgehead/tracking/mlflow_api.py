@@ -20,6 +20,7 @@ from bridgehead.auth.deps import ApiPrincipal
 from bridgehead.auth.roles import Action
 from bridgehead.auth.service import Principal, require
 from bridgehead.errors import BadRequest
+from bridgehead.tracking import logged_models
 from bridgehead.tracking import service as tracking
 from bridgehead.tracking.mlflow_artifacts import router as artifacts_router
 from bridgehead.tracking.mlflow_registry import router as registry_router
@@ -363,7 +364,7 @@ def _runs_json(session: Any, runs: list[Run]) -> list[dict[str, Any]]:
     """Several runs with their data and outputs: five queries however many runs."""
     ids = [r.id for r in runs]
     data = tracking.run_data(session, ids)
-    outputs = tracking.run_outputs(session, ids)
+    outputs = logged_models.run_outputs(session, ids)
     return [run_json(r, data[r.id], outputs[r.id]) for r in runs]
 
 
@@ -503,7 +504,7 @@ def log_inputs(body: LogInputs, request: Request, principal: ApiPrincipal) -> JS
     with db(request).session(write=True) as session:
         tracking.log_inputs(session, principal, body.rid, datasets)
         for model in body.models:
-            tracking.get_logged_model(session, principal, model.model_id)
+            logged_models.get_logged_model(session, principal, model.model_id)
     return ok()
 
 
@@ -511,7 +512,7 @@ def log_inputs(body: LogInputs, request: Request, principal: ApiPrincipal) -> JS
 def log_outputs(body: LogOutputs, request: Request, principal: ApiPrincipal) -> JSONResponse:
     require(principal, Action.TRACKING_WRITE)
     with db(request).session(write=True) as session:
-        tracking.log_outputs(session, principal, body.rid, [m.model_id for m in body.models])
+        logged_models.log_outputs(session, principal, body.rid, [m.model_id for m in body.models])
     return ok()
 
 
@@ -568,7 +569,7 @@ def get_metric_history(
 
 
 def _logged_model_answer(session: Any, model: Any) -> JSONResponse:
-    metrics = tracking.logged_model_metrics(session, [model.id])[model.id]
+    metrics = logged_models.logged_model_metrics(session, [model.id])[model.id]
     return ok({"model": logged_model_json(model, metrics)})
 
 
@@ -576,7 +577,7 @@ def _logged_model_answer(session: Any, model: Any) -> JSONResponse:
 def create_logged_model(body: CreateLoggedModel, request: Request, principal: ApiPrincipal) -> JSONResponse:
     require(principal, Action.TRACKING_WRITE)
     with db(request).session(write=True) as session:
-        model = tracking.create_logged_model(
+        model = logged_models.create_logged_model(
             session,
             principal,
             body.experiment_id,
@@ -595,7 +596,7 @@ def search_logged_models(body: SearchLoggedModels, request: Request, principal: 
     limit = _limit(body.max_results, MAX_RESULTS_EXPERIMENTS)
     offset = decode_page_token(body.page_token)
     with db(request).session() as session:
-        found = tracking.search_logged_models(
+        found = logged_models.search_logged_models(
             session,
             principal,
             body.experiment_ids,
@@ -605,7 +606,7 @@ def search_logged_models(body: SearchLoggedModels, request: Request, principal: 
             offset=offset,
         )
         rows, token = page(list(found), limit, offset)
-        metrics = tracking.logged_model_metrics(session, [m.id for m in rows])
+        metrics = logged_models.logged_model_metrics(session, [m.id for m in rows])
         answer: dict[str, Any] = {"models": [logged_model_json(m, metrics[m.id]) for m in rows]}
     if token:
         answer["next_page_token"] = token
@@ -616,7 +617,7 @@ def search_logged_models(body: SearchLoggedModels, request: Request, principal: 
 def get_logged_model(model_id: str, request: Request, principal: ApiPrincipal) -> JSONResponse:
     require(principal, Action.TRACKING_READ)
     with db(request).session() as session:
-        return _logged_model_answer(session, tracking.get_logged_model(session, principal, model_id))
+        return _logged_model_answer(session, logged_models.get_logged_model(session, principal, model_id))
 
 
 @tracking_router.patch("/logged-models/{model_id}")
@@ -625,7 +626,7 @@ def finalize_logged_model(
 ) -> JSONResponse:
     require(principal, Action.TRACKING_WRITE)
     with db(request).session(write=True) as session:
-        model = tracking.finalize_logged_model(session, principal, model_id, body.status)
+        model = logged_models.finalize_logged_model(session, principal, model_id, body.status)
         return _logged_model_answer(session, model)
 
 
@@ -635,7 +636,7 @@ def set_logged_model_tags(
 ) -> JSONResponse:
     require(principal, Action.TRACKING_WRITE)
     with db(request).session(write=True) as session:
-        tracking.set_logged_model_tags(session, principal, model_id, kv_dict(body.tags, "tag"))
+        logged_models.set_logged_model_tags(session, principal, model_id, kv_dict(body.tags, "tag"))
     return ok()
 
 
@@ -645,7 +646,7 @@ def delete_logged_model_tag(
 ) -> JSONResponse:
     require(principal, Action.TRACKING_WRITE)
     with db(request).session(write=True) as session:
-        tracking.delete_logged_model_tag(session, principal, model_id, tag_key)
+        logged_models.delete_logged_model_tag(session, principal, model_id, tag_key)
     return ok()
 
 
@@ -655,7 +656,7 @@ def log_logged_model_params(
 ) -> JSONResponse:
     require(principal, Action.TRACKING_WRITE)
     with db(request).session(write=True) as session:
-        tracking.log_logged_model_params(session, principal, model_id, kv_dict(body.params, "param"))
+        logged_models.log_logged_model_params(session, principal, model_id, kv_dict(body.params, "param"))
     return ok()
 
 
