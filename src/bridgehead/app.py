@@ -8,12 +8,15 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from fastapi_offline import FastAPIOffline
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -124,16 +127,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         db.dispose()
 
-    app = FastAPIOffline(
+    app = BridgeheadApp(
         title="Bridgehead",
         version=__version__,
         description="Self-hostable platform that takes AI from pilot to production, with governance built in.",
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
-        static_url="/api/docs/static",
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
     )
+    _add_offline_docs(app)
     app.state.settings = settings
     app.state.db = db
     app.state.artifacts = ArtifactStore(settings.resolved_artifact_root)
@@ -141,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.plugins = pm
     console = Console(settings)
     app.state.console = console
+    # (ASGI middleware class, options): hot paths answered before routing; see BridgeheadApp.
+    app.state.fast_lanes = []
 
     _install_error_handlers(app, console)
     pm.hook.register_routes(app=app, console=console)
@@ -156,10 +161,48 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db.ping()
         return {"status": "ready"}
 
-    # The last added runs outermost: the request context wraps every answer, including 413s and 500s.
-    app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes, exempt=ARTIFACT_UPLOAD_PREFIXES)
-    app.add_middleware(_RequestContext)
+    inner: ASGIApp = partial(FastAPI.__call__, app)
+    for lane, options in reversed(app.state.fast_lanes):
+        inner = lane(inner, **options)
+    limited = _BodyLimit(inner, max_bytes=settings.max_body_bytes, exempt=ARTIFACT_UPLOAD_PREFIXES)
+    app.front = _RequestContext(limited)
     return app
+
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /api/docs from the assets bundled in the fastapi-offline wheel: no CDN."""
+    import fastapi_offline
+
+    static = "/api/docs/static"
+    app.mount(
+        static, StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="docs-static"
+    )
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/api/openapi.json",
+            title="Bridgehead - API",
+            swagger_js_url=f"{static}/swagger-ui-bundle.js",
+            swagger_css_url=f"{static}/swagger-ui.css",
+            swagger_favicon_url=f"{static}/favicon.png",
+        )
+
+
+class BridgeheadApp(FastAPI):
+    """FastAPI, entered through Bridgehead's own front: the request context (request id, security headers,
+    access log line, error body for anything unhandled), then the body limit, then the fast lanes plugins
+    registered in ``app.state.fast_lanes``, and only then FastAPI and Starlette's middleware and router.
+    What a lane answers (a successful logging call from a training loop) skips that machinery; everything
+    else goes through it as usual."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
 
 
 def _wants_html(request: Request) -> bool:
@@ -205,6 +248,14 @@ def _install_error_handlers(app: FastAPI, console: Console) -> None:
             )
         return respond(request, 422, "validation_failed", "The request is not valid.", {"errors": errors})
 
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> Response:
+        # Starlette's outermost middleware answers with this, then re-raises to the request context, which
+        # logs the traceback under the request id; the client gets the error body, never a traceback.
+        rid = request_id_var.get() or "unknown"
+        message = f"Internal error; quote request id {rid} to your administrator."
+        return respond(request, 500, "internal_error", message, {})
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
@@ -240,7 +291,7 @@ class _RequestContext:
             return
         from bridgehead.store.base import new_id
 
-        incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
         rid = incoming if 8 <= len(incoming) <= 64 and incoming.replace("-", "").isalnum() else new_id()
         token = request_id_var.set(rid)
         start = time.perf_counter()
@@ -302,13 +353,8 @@ class _BodyLimit:
         ):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers", []))
-        length = headers.get(b"content-length")
-        limit_error = PayloadTooLarge(
-            f"Request body is larger than {self.max_bytes} bytes.", details={"limit_bytes": self.max_bytes}
-        )
-        _, body = error_body(scope["path"], 413, limit_error.to_body()["error"])
-        too_big = JSONResponse(body, status_code=413)
+        length = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        too_big = self._too_big(scope["path"])
         if length is not None:
             try:
                 announced = int(length)
@@ -317,6 +363,9 @@ class _BodyLimit:
             if announced > self.max_bytes:
                 await too_big(scope, receive, send)
                 return
+            # The server hands the app exactly the announced bytes: nothing left to count.
+            await self.app(scope, receive, send)
+            return
         received = 0
         exceeded = False
 
@@ -338,3 +387,14 @@ class _BodyLimit:
                 await too_big(scope, receive, send)
 
         await self.app(scope, limited_receive, guarded_send)
+
+    def _too_big(self, path: str) -> ASGIApp:
+        async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+            error = PayloadTooLarge(
+                f"Request body is larger than {self.max_bytes} bytes.",
+                details={"limit_bytes": self.max_bytes},
+            )
+            _, body = error_body(path, 413, error.to_body()["error"])
+            await JSONResponse(body, status_code=413)(scope, receive, send)
+
+        return answer

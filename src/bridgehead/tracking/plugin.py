@@ -19,5 +19,5 @@ def register_routes(app: FastAPI, console: Console) -> None:
         app.include_router(importlib.import_module(name).router)
     from bridgehead.tracking.mlflow_lane import LoggingLane
 
-    # Added before the app's own middleware, so it runs inside the request envelope and the body limit.
-    app.add_middleware(LoggingLane, db=app.state.db)
+    # In front of FastAPI's routing, inside the request context and the body limit (see BridgeheadApp).
+    app.state.fast_lanes.append((LoggingLane, {"db": app.state.db}))
