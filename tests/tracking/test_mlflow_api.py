@@ -896,3 +896,37 @@ def test_logging_while_another_writer_holds_sqlite_waits_instead_of_failing(
     holder.close()
     history = admin_api.ok("GET", "metrics/get-history", run_id=run_id, metric_key="k")["metrics"]
     assert [m["value"] for m in history] == [3.0]
+
+
+def test_the_fast_lane_answers_successful_logging_calls_itself(
+    admin_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the routes' own handler disabled, bearer-token logging calls still succeed (the lane wrote them);
+    a call the lane passes on (a cookie session here would be; a numeric key is) reaches the route."""
+    from bridgehead.tracking import mlflow_api
+
+    eid = admin_api.experiment("lane-only")
+    run_id = admin_api.run(eid)["info"]["run_id"]
+
+    def no_route(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the route answered a call the fast lane should have answered")
+
+    monkeypatch.setattr(mlflow_api, "_log", no_route)
+    admin_api.ok("POST", "runs/log-metric", {"run_id": run_id, "key": "acc", "value": "NaN", "step": 1})
+    admin_api.ok("POST", "runs/log-parameter", {"run_uuid": run_id, "key": "lr", "value": "0.1"})
+    admin_api.ok("POST", "runs/set-tag", {"run_id": run_id, "key": "team", "value": "risk"})
+    points = [{"key": "loss", "value": 1.0 / (s + 1), "timestamp": 10 + s, "step": s} for s in range(1000)]
+    admin_api.ok(
+        "POST",
+        "runs/log-batch",
+        {"run_id": run_id, "metrics": points, "params": [{"key": "d", "value": "3"}]},
+    )
+    run = admin_api.ok("GET", "runs/get", run_id=run_id)["run"]
+    assert {p["key"]: p["value"] for p in run["data"]["params"]} == {"lr": "0.1", "d": "3"}
+    assert {"key": "team", "value": "risk"} in run["data"]["tags"]
+    history = admin_api.ok("GET", "metrics/get-history", run_id=run_id, metric_key="loss")["metrics"]
+    assert len(history) == 1000 and history[-1]["value"] == pytest.approx(1 / 1000)
+    acc = admin_api.ok("GET", "metrics/get-history", run_id=run_id, metric_key="acc")["metrics"]
+    assert acc[0]["value"] == "NaN" and acc[0]["timestamp"] > 0  # timestamp 0 (unset) means now
+    # The disabled route is reached (and fails) for what the lane passes on.
+    assert admin_api.post("runs/log-metric", {"run_id": run_id, "key": 5, "value": 1.0}).status_code == 500

@@ -124,10 +124,11 @@ class MetricBody(Body):
     step: Int64 = 0
     model_id: str | None = None
 
-    @property
-    def timestamp_ms(self) -> int:
+    def point(self) -> tracking.MetricIn:
         """MLflow's timestamp 0 (unset) means now."""
-        return self.timestamp or tracking.now_ms()
+        return tracking.MetricIn(
+            self.key, self.value, self.timestamp or tracking.now_ms(), self.step, self.model_id
+        )
 
 
 class LogMetric(RunRef, MetricBody):
@@ -424,12 +425,13 @@ def write_log(
     principal: Principal,
     run_id: str,
     *,
-    metrics: list[MetricBody] | None = None,
-    params: list[KeyValue] | None = None,
-    tags: list[KeyValue] | None = None,
+    metrics: list[tracking.MetricIn] | None = None,
+    params: list[tuple[str, str]] | None = None,
+    tags: list[tuple[str, str]] | None = None,
 ) -> None:
     """What ``runs/log-metric``, ``log-parameter``, ``set-tag`` and ``log-batch`` do, in the caller's write
-    session; shared by these routes and their fast lane (``mlflow_lane``)."""
+    session; shared by these routes and their fast lane (``mlflow_lane``). Params and tags are (key, value)
+    pairs."""
     require(principal, Action.TRACKING_WRITE)
     metrics, params, tags = metrics or [], params or [], tags or []
     if len(metrics) > MAX_BATCH_METRICS or len(params) > MAX_BATCH_PARAMS or len(tags) > MAX_BATCH_TAGS:
@@ -460,22 +462,29 @@ def _log(request: Request, principal: Principal, run_id: str, **batch: Any) -> J
 
 @tracking_router.post("/runs/log-metric")
 def log_metric(body: LogMetric, request: Request, principal: ApiPrincipal) -> JSONResponse:
-    return _log(request, principal, body.rid, metrics=[body])
+    return _log(request, principal, body.rid, metrics=[body.point()])
 
 
 @tracking_router.post("/runs/log-parameter")
 def log_param(body: LogParam, request: Request, principal: ApiPrincipal) -> JSONResponse:
-    return _log(request, principal, body.rid, params=[KeyValue(key=body.key, value=body.value)])
+    return _log(request, principal, body.rid, params=[(body.key, body.value)])
 
 
 @tracking_router.post("/runs/set-tag")
 def set_tag(body: SetTag, request: Request, principal: ApiPrincipal) -> JSONResponse:
-    return _log(request, principal, body.rid, tags=[KeyValue(key=body.key, value=body.value)])
+    return _log(request, principal, body.rid, tags=[(body.key, body.value)])
 
 
 @tracking_router.post("/runs/log-batch")
 def log_batch(body: LogBatch, request: Request, principal: ApiPrincipal) -> JSONResponse:
-    return _log(request, principal, body.rid, metrics=body.metrics, params=body.params, tags=body.tags)
+    return _log(
+        request,
+        principal,
+        body.rid,
+        metrics=[m.point() for m in body.metrics],
+        params=[(p.key, p.value) for p in body.params],
+        tags=[(t.key, t.value) for t in body.tags],
+    )
 
 
 @tracking_router.post("/runs/delete-tag")

@@ -79,16 +79,18 @@ def ok(content: dict[str, Any] | None = None) -> JSONResponse:
     return JSONResponse(content or {})
 
 
-def kv_dict(items: Iterable[KeyValue], what: str) -> dict[str, str]:
-    """``[{key, value}]`` as a dict; the same key twice with different values is refused, as MLflow does."""
+def kv_dict(items: Iterable[KeyValue | tuple[str, str]], what: str) -> dict[str, str]:
+    """``[{key, value}]`` (or (key, value) pairs) as a dict; the same key twice with different values is
+    refused, as MLflow does."""
     found: dict[str, str] = {}
     for item in items:
-        if item.key in found and found[item.key] != item.value:
+        key, value = (item.key, item.value) if isinstance(item, KeyValue) else item
+        if key in found and found[key] != value:
             raise BadRequest(
-                f"Duplicate {what} keys have been submitted with different values: {item.key!r}.",
-                details={"key": item.key},
+                f"Duplicate {what} keys have been submitted with different values: {key!r}.",
+                details={"key": key},
             )
-        found[item.key] = item.value
+        found[key] = value
     return found
 
 

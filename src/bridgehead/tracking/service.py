@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -129,24 +129,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class MetricPoint(Protocol):
-    """What ``log_batch`` reads from each point: ``MetricIn``, or a request's own objects (the MLflow
-    adapter passes its parsed bodies as they are, sparing a copy of up to 1,000 objects a call)."""
+class MetricIn(NamedTuple):
+    """One metric point to log. A tuple: ``log_batch`` takes up to 1,000 a call, and unpacks them fast."""
 
-    @property
-    def key(self) -> str: ...
-    @property
-    def value(self) -> float: ...
-    @property
-    def timestamp_ms(self) -> int: ...
-    @property
-    def step(self) -> int: ...
-    @property
-    def model_id(self) -> str | None: ...
-
-
-@dataclass
-class MetricIn:
     key: str
     value: float
     timestamp_ms: int
@@ -700,7 +685,7 @@ def log_batch(
     principal: Principal,
     run_id: str,
     *,
-    metrics: Iterable[MetricPoint] = (),
+    metrics: Iterable[MetricIn] = (),
     params: dict[str, str] | None = None,
     tags: dict[str, str] | None = None,
 ) -> None:
@@ -736,19 +721,18 @@ def log_batch(
     rows: list[tuple[Any, ...]] = []
     latest: dict[str, tuple[Any, ...]] = {}
     checked: set[str] = set()
-    for m in metrics:  # up to 1,000 points a call: kept lean
-        key = m.key
-        if key not in checked:
-            check_key(key, "Metric")
-            checked.add(key)
-        number = float(m.value)
+    for name, number, stamp, step, model_id in metrics:  # up to 1,000 points a call: kept lean
+        if name not in checked:
+            check_key(name, "Metric")
+            checked.add(name)
+        number = float(number)
         is_nan = math.isnan(number)
-        step, stamp = int(m.step), int(m.timestamp_ms)
-        row = (run.id, key, 0.0 if is_nan else number, is_nan, stamp, step, m.model_id)
+        step, stamp = int(step), int(stamp)
+        row = (run.id, name, 0.0 if is_nan else number, is_nan, stamp, step, model_id)
         rows.append(row)
-        best = latest.get(key)
+        best = latest.get(name)
         if best is None or (step, stamp) >= (best[5], best[4]):
-            latest[key] = row
+            latest[name] = row
     if rows:
         connection = session.connection()
         # Straight to the driver's executemany: SQLAlchemy's per-row parameter handling cost more than
