@@ -1,7 +1,8 @@
 """Bridgehead's MLflow-compatible tracking API against a real ``mlflow server``, and against the floor.
 
 One invocation, one machine, the same client workload (``tracking_driver.py``, the mlflow client over HTTP,
-one fresh client process per target and repetition) against three targets, one server at a time:
+one fresh client process per target and repetition) against three targets (the floor and Bridgehead in
+alternation, both up, then MLflow alone):
 
 * ``mlflow``: a real ``mlflow server`` (SQLite backend, its defaults otherwise, i.e. several uvicorn
   workers), installed on first use into its own venv ``benchmarks/.venv-mlflow``;
@@ -329,6 +330,12 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
+def _paired_ratio(bh: Target, floor: Target, figure: str) -> float:
+    """The median over repetitions of Bridgehead's time divided by the floor's in the same repetition."""
+    key = f"{figure}_s"
+    return statistics.median(b[key] / f[key] for b, f in zip(bh.results, floor.results, strict=True))
+
+
 def fmt_s(value: float | None) -> str:
     if value is None:
         return "-"
@@ -351,7 +358,7 @@ def report(
         "search": f"search_runs over {sizes['search_runs']:,} runs (median of 5)",
     }
     columns = [t for t in (peer, one, bh, floor) if t is not None]
-    header = ["figure", *[t.title for t in columns], "MLflow/Bridgehead", "Bridgehead/floor"]
+    header = ["figure", *[t.title for t in columns], "MLflow/Bridgehead", "Bridgehead/floor (paired)"]
     rows = []
     for fig in FIGURES:
         values = {t.key: t.median(fig) for t in columns}
@@ -360,7 +367,7 @@ def report(
                 names[fig],
                 *[fmt_s(values[t.key]) for t in columns],
                 fmt_x(ratio(values.get("mlflow"), values["bridgehead"])),
-                fmt_x(ratio(values["bridgehead"], values["floor"])),
+                fmt_x(_paired_ratio(bh, floor, fig)),
             ]
         )
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -372,10 +379,7 @@ def report(
     for r in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
-    floor_ratio = max(
-        ratio(bh.median("log_batch"), floor.median("log_batch")) or 0.0,
-        ratio(bh.median("single"), floor.median("single")) or 0.0,
-    )
+    floor_ratio = max(_paired_ratio(bh, floor, "log_batch"), _paired_ratio(bh, floor, "single"))
     summary: dict[str, Any] = {
         "log_batch_speedup": ratio(peer.median("log_batch"), bh.median("log_batch")) if peer else None,
         "single_call_speedup": ratio(peer.median("single"), bh.median("single")) if peer else None,
@@ -476,16 +480,22 @@ def main() -> None:
             "bridgehead": Target("bridgehead", "Bridgehead"),
         }
 
-        log("floor: do-nothing server")
-        with floor_server(work, sizes, spec["search_params"]) as url:
-            targets["floor"].url = url
-            run_target(python, targets["floor"], spec, args.repeat)
-
+        # The floor and Bridgehead run in alternation (floor, Bridgehead, floor, ...) with both servers up (an
+        # idle server takes no CPU), so that each pair of repetitions meets the machine in the same state: on
+        # a shared machine, speed drifts by tens of percent over minutes. floor_ratio is the median of the
+        # pairs' ratios.
         home = args.bridgehead_home or work / "bridgehead"
-        log(f"Bridgehead: starting `bridgehead server` (home {home})")
-        with bridgehead_server(executable, home) as (url, token, db_path):
+        log(f"floor: do-nothing server; Bridgehead: `bridgehead server` (home {home})")
+        with (
+            floor_server(work, sizes, spec["search_params"]) as floor_url,
+            bridgehead_server(executable, home) as (url, token, db_path),
+        ):
+            targets["floor"].url = floor_url
             targets["bridgehead"].url, targets["bridgehead"].token = url, token
-            run_target(python, targets["bridgehead"], spec, args.repeat)
+            for i in range(args.repeat):
+                for key in ("floor", "bridgehead"):
+                    log(f"{targets[key].title}: workload {i + 1}/{args.repeat}")
+                    targets[key].results.append(drive(python, targets[key], spec))
         targets["bridgehead"].stored_metric_rows = count_metric_rows(db_path)
 
         if peer_py is not None:
