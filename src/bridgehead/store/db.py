@@ -138,9 +138,6 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute(f"PRAGMA wal_autocheckpoint={_Checkpointer.SAFETY_PAGES}")
         cur.execute("PRAGMA synchronous=NORMAL")
-        # 32 MB of page cache per connection (SQLite's default is 2 MB): the metric index outgrows 2 MB soon,
-        # and inserts then re-read its pages; memory is taken only as pages are used.
-        cur.execute("PRAGMA cache_size=-32768")
         cur.close()
 
     @event.listens_for(engine, "begin")
