@@ -186,3 +186,28 @@ def test_wal_is_checkpointed_in_the_background(tmp_path) -> None:  # type: ignor
         time.sleep(0.05)
     assert main.stat().st_size >= before + (6 << 20)
     db.dispose()
+
+
+def test_migration_0003_saves_the_default_experiment_for_an_existing_central_unit(db: Database) -> None:
+    """Before 0003 the Default experiment was created lazily by requests; after it, it exists whenever the
+    central unit does, so no request writes it."""
+    from alembic import command
+
+    from bridgehead.store.migrate import alembic_config
+
+    with db.session(write=True) as session:
+        unit = BusinessUnit(slug="central", name="Central", is_central=True)
+        session.add(unit)
+        session.flush()
+        unit_id = unit.id
+    command.downgrade(alembic_config(db), "0002")
+    with db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM experiments WHERE id = '0'"))  # as a stop-7 database may be
+    upgrade(db)
+    with db.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT name, business_unit_id, visibility, lifecycle_stage, created_ms FROM experiments WHERE id = '0'"
+            )
+        ).one()
+    assert tuple(row)[:4] == ("Default", unit_id, "organization", "active") and row.created_ms > 0

@@ -199,8 +199,6 @@ def writable_experiment(session: Session, principal: Principal, experiment_id: s
     """An experiment the principal may change. Every write path (native API, MLflow API, console, SDK)
     passes here, so an organization-shared experiment stays read-only for other units whichever door
     is used."""
-    if experiment_id == DEFAULT_EXPERIMENT_ID:
-        ensure_default_experiment(session)
     exp = get_experiment(session, principal, experiment_id)
     check_writable(principal, exp.business_unit_id, "experiment")
     return exp
@@ -213,53 +211,10 @@ def writable_run(session: Session, principal: Principal, run_id: str) -> Run:
     return run
 
 
-def _central_unit_id(session: Session) -> str:
-    unit = session.scalar(select(BusinessUnit.id).where(BusinessUnit.is_central.is_(True)))
-    if unit is None:
-        raise NotFound("No central business unit exists yet; create an admin first.")
-    return unit
-
-
 # --- experiments ------------------------------------------------------------------------------
 
 
-def _default_experiment(session: Session) -> Experiment:
-    """MLflow clients log to experiment "0" when none is set: one org-wide "Default" experiment, owned by the
-    central unit and saved with it (the listener in tracking.models). A database whose central unit predates
-    that listener gets it saved on the first write that needs it (``ensure_default_experiment``); until then
-    reads see an unsaved stand-in, so a read request never writes."""
-    exp = session.get(Experiment, DEFAULT_EXPERIMENT_ID)
-    if exp is None:
-        ms = now_ms()
-        exp = Experiment(
-            id=DEFAULT_EXPERIMENT_ID,
-            name="Default",
-            business_unit_id=_central_unit_id(session),
-            visibility="organization",
-            artifact_location=f"mlflow-artifacts:/{DEFAULT_EXPERIMENT_ID}",
-            created_ms=ms,
-            updated_ms=ms,
-            lifecycle_stage="active",
-            description="",
-        )
-    return exp
-
-
-def ensure_default_experiment(session: Session) -> Experiment | None:
-    """Save the Default experiment if it is not saved yet (in a write session); None before the central unit
-    exists."""
-    if session.scalar(select(BusinessUnit.id).where(BusinessUnit.is_central.is_(True))) is None:
-        return None
-    exp = _default_experiment(session)
-    if exp not in session:
-        session.add(exp)
-        session.flush()
-    return exp
-
-
 def get_experiment(session: Session, principal: Principal, experiment_id: str) -> Experiment:
-    if experiment_id == DEFAULT_EXPERIMENT_ID:
-        return _default_experiment(session)
     exp: Experiment | None = session.scalar(
         visible(select(Experiment), Experiment, principal).where(Experiment.id == experiment_id)
     )
@@ -271,8 +226,6 @@ def get_experiment(session: Session, principal: Principal, experiment_id: str) -
 
 
 def get_experiment_by_name(session: Session, principal: Principal, name: str) -> Experiment:
-    if name == "Default":
-        return _default_experiment(session)
     exp: Experiment | None = session.scalar(
         visible(select(Experiment), Experiment, principal).where(Experiment.name == name)
     )
@@ -498,10 +451,8 @@ def delete_experiment_tag(session: Session, principal: Principal, experiment_id:
 def loggable_experiment(session: Session, principal: Principal, experiment_id: str) -> Experiment:
     """Where a new run or logged model may go: an active experiment of one's own unit, or the org-wide
     Default experiment, which anyone who may write logs to."""
-    if (experiment_id or DEFAULT_EXPERIMENT_ID) == DEFAULT_EXPERIMENT_ID:
-        exp = ensure_default_experiment(session) or _default_experiment(session)
-    else:
-        exp = get_experiment(session, principal, experiment_id)
+    exp = get_experiment(session, principal, experiment_id or DEFAULT_EXPERIMENT_ID)
+    if exp.id != DEFAULT_EXPERIMENT_ID:
         check_writable(principal, exp.business_unit_id, "experiment")
     if exp.lifecycle_stage != "active":
         raise BadRequest(f"Experiment '{exp.name}' is deleted; restore it before logging to it.")

@@ -1,4 +1,5 @@
-"""metric points: unique per identical point (logging needs no read to stay idempotent); no foreign key
+"""metric points: unique per identical point (logging needs no read to stay idempotent); no foreign key;
+the Default experiment saved for an existing central unit
 
 Revision ID: 0003
 Revises: 0002
@@ -7,6 +8,9 @@ Create Date: 2026-11-26 14:00:00
 
 from __future__ import annotations
 
+import time
+
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
@@ -35,6 +39,19 @@ def upgrade() -> None:
         batch_op.create_index("ux_metrics_point", POINT, unique=True)
         # Checked per row, it cost SQLite more than inserting a batch; log_batch checks the run instead.
         batch_op.drop_constraint("fk_metrics_run_id_runs", type_="foreignkey")
+
+    # Since this revision the Default experiment ("0") is saved with the central unit (tracking.models); a
+    # database whose central unit came first gets it here, so no request ever has to create it.
+    op.get_bind().execute(
+        sa.text(
+            "INSERT INTO experiments (id, name, business_unit_id, visibility, description, artifact_location, "
+            "lifecycle_stage, created_ms, updated_ms) "
+            "SELECT '0', 'Default', u.id, 'organization', '', 'mlflow-artifacts:/0', 'active', :ms, :ms "
+            "FROM business_units u WHERE u.is_central = true "
+            "AND NOT EXISTS (SELECT 1 FROM experiments e WHERE e.id = '0')"
+        ),
+        {"ms": int(time.time() * 1000)},
+    )
 
 
 def downgrade() -> None:
