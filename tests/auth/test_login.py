@@ -191,3 +191,29 @@ def test_password_change_over_the_api(client: TestClient, admin: Member) -> None
     )
     assert ok.status_code == 204
     assert login(client, admin.email, "another-long-password").status_code == 303
+
+
+def test_cookie_authenticated_mlflow_logging_needs_the_csrf_header(client: TestClient, admin: Member) -> None:
+    """The MLflow logging calls are answered by a fast lane in front of the routes; it authenticates with the
+    same function as every route, so a console session needs the CSRF header there too."""
+    run = client.post(
+        "/api/2.0/mlflow/runs/create", json={"experiment_id": "0"}, headers=admin.headers
+    ).json()["run"]["info"]["run_id"]
+    login(client, admin.email, PASSWORD)
+    token = _csrf(client.get("/organization").text)
+    point = {"run_id": run, "key": "k", "value": 1.0, "timestamp": 1, "step": 0}
+    refused = client.post("/api/2.0/mlflow/runs/log-metric", json=point)
+    assert refused.status_code == 403 and refused.json()["error_code"] == "PERMISSION_DENIED"
+    assert (
+        client.post(
+            "/api/2.0/mlflow/runs/log-metric", json=point, headers={"X-CSRF-Token": token}
+        ).status_code
+        == 200
+    )
+    client.cookies.clear()
+    history = client.get(
+        "/api/2.0/mlflow/metrics/get-history",
+        params={"run_id": run, "metric_key": "k"},
+        headers=admin.headers,
+    ).json()["metrics"]
+    assert [m["value"] for m in history] == [1.0]

