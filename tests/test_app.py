@@ -151,3 +151,21 @@ def test_readyz_reports_an_unreachable_database(tmp_path) -> None:  # type: igno
     with TestClient(app, base_url="https://testserver") as c:
         assert c.get("/healthz").status_code == 200
         assert_error(c.get("/readyz"), 503, "store_unavailable")
+
+
+def test_an_error_in_front_of_fastapi_also_answers_the_error_body(
+    client: TestClient, admin: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault in a fast lane (which runs before FastAPI's own error handling) is caught by the request
+    context: the caller gets the error body with the request id, in the MLflow shape on MLflow paths."""
+    from bridgehead.tracking.mlflow_lane import LoggingLane
+
+    def broken(*_args: object, **_kwargs: object) -> bool:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(LoggingLane, "_write", broken)
+    r = client.post(
+        "/api/2.0/mlflow/runs/log-metric", json={"run_id": "x", "key": "k", "value": 1}, headers=admin.headers
+    )
+    assert r.status_code == 500 and r.json()["error_code"] == "INTERNAL_ERROR"
+    assert "secret internals" not in r.text and r.headers["x-request-id"] in r.json()["message"]

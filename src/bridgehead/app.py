@@ -252,9 +252,7 @@ def _install_error_handlers(app: FastAPI, console: Console) -> None:
     async def _unhandled(request: Request, exc: Exception) -> Response:
         # Starlette's outermost middleware answers with this, then re-raises to the request context, which
         # logs the traceback under the request id; the client gets the error body, never a traceback.
-        rid = request_id_var.get() or "unknown"
-        message = f"Internal error; quote request id {rid} to your administrator."
-        return respond(request, 500, "internal_error", message, {})
+        return respond(request, 500, "internal_error", _internal_error_message(request_id_var.get()), {})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -263,6 +261,10 @@ def _install_error_handlers(app: FastAPI, console: Console) -> None:
         if exc.status_code == 404 and is_mlflow_path(request.url.path):
             code, message = _NO_ENDPOINT, f"No endpoint {request.method} {request.url.path}."
         return respond(request, exc.status_code, code, message, {})
+
+
+def _internal_error_message(request_id: str | None) -> str:
+    return f"Internal error; quote request id {request_id or 'unknown'} to your administrator."
 
 
 _SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
@@ -314,8 +316,7 @@ class _RequestContext:
             # gets the error body, never a traceback.
             log.exception("unhandled error")
             if not started:
-                message = f"Internal error; quote request id {rid} to your administrator."
-                error = {"code": "internal_error", "message": message, "details": {}}
+                error = {"code": "internal_error", "message": _internal_error_message(rid), "details": {}}
                 status_, body = error_body(scope["path"], 500, error)
                 await JSONResponse(body, status_code=status_)(scope, receive, send_with_id)
         finally:
