@@ -24,6 +24,7 @@ DEFAULT_PLUGINS = (
     "bridgehead.audit.plugin",
     "bridgehead.tracking.plugin",
     "bridgehead.registry.plugin",
+    "bridgehead.data.plugin",
     "bridgehead.web.plugin",
 )
 

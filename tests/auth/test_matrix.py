@@ -29,22 +29,24 @@ ACTIONS: tuple[str, ...] = (
     "tracking.write",
     "model.register",
     "model.alias",
+    "data.read",
+    "data.write",
 )
 
 Y, N = True, False
 
 # fmt: off
 EXPECTED: dict[str, tuple[bool, ...]] = {
-    #                              org.  unit.   person. token.  token.  audit. track. track. model.    model.
-    #                              read  manage  manage  own     any     read   read   write  register  alias
-    "chief_ai_officer":          (Y,    Y,      Y,      Y,      Y,      Y,     Y,     Y,     Y,        Y),
-    "ai_program_manager":        (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N),
-    "data_scientist":            (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y),
-    "ml_engineer":               (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y),
-    "data_engineer":             (Y,    N,      N,      Y,      N,      N,     Y,     Y,     N,        N),
-    "ethics_compliance_officer": (Y,    N,      N,      Y,      N,      Y,     Y,     N,     N,        N),
-    "ai_champion":               (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N),
-    "business_user":             (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N),
+    #                              org.  unit.   person. token.  token.  audit. track. track. model.    model. data. data.
+    #                              read  manage  manage  own     any     read   read   write  register  alias  read  write
+    "chief_ai_officer":          (Y,    Y,      Y,      Y,      Y,      Y,     Y,     Y,     Y,        Y,     Y,    Y),
+    "ai_program_manager":        (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N),
+    "data_scientist":            (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y),
+    "ml_engineer":               (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y),
+    "data_engineer":             (Y,    N,      N,      Y,      N,      N,     Y,     Y,     N,        N,     Y,    Y),
+    "ethics_compliance_officer": (Y,    N,      N,      Y,      N,      Y,     Y,     N,     N,        N,     Y,    N),
+    "ai_champion":               (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N),
+    "business_user":             (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N),
 }
 # fmt: on
 
@@ -109,6 +111,14 @@ def _model_register(client: TestClient, orgs: Org, me: Member) -> httpx.Response
     return client.post("/api/v1/registered-models", headers=me.headers, json={"name": _unique("model")})
 
 
+def _data_read(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    return client.get("/api/v1/datasets", headers=me.headers)
+
+
+def _data_write(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    return client.post("/api/v1/datasets", headers=me.headers, json={"name": _unique("dataset")})
+
+
 def _ok(response: httpx.Response) -> Any:
     assert response.status_code < 300, response.text
     return response.json() if response.content else None
@@ -142,6 +152,8 @@ EXERCISE: dict[str, Exercise] = {
     "tracking.write": _tracking_write,
     "model.register": _model_register,
     "model.alias": _model_alias,
+    "data.read": _data_read,
+    "data.write": _data_write,
 }
 
 

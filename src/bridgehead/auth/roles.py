@@ -49,6 +49,8 @@ class Action(StrEnum):
     TRACKING_WRITE = "tracking.write"
     MODEL_REGISTER = "model.register"
     MODEL_ALIAS = "model.alias"
+    DATA_READ = "data.read"
+    DATA_WRITE = "data.write"
 
 
 _ALL = frozenset(Role)
@@ -68,6 +70,12 @@ MATRIX: dict[Action, frozenset[Role]] = {
     Action.MODEL_REGISTER: frozenset({Role.CHIEF_AI_OFFICER, Role.DATA_SCIENTIST, Role.ML_ENGINEER}),
     # Moving an alias such as "champion" changes what downstream consumers load.
     Action.MODEL_ALIAS: frozenset({Role.CHIEF_AI_OFFICER, Role.DATA_SCIENTIST, Role.ML_ENGINEER}),
+    # Datasets: reading follows visibility; registering datasets, versions, contracts and validations is the
+    # work of the people who build pipelines and models.
+    Action.DATA_READ: _ALL,
+    Action.DATA_WRITE: frozenset(
+        {Role.CHIEF_AI_OFFICER, Role.DATA_SCIENTIST, Role.ML_ENGINEER, Role.DATA_ENGINEER}
+    ),
 }
 
 

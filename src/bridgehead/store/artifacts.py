@@ -6,16 +6,17 @@ import hashlib
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import fsspec
+from anyio import from_thread
 
 from bridgehead.errors import BadRequest, NotFound, PayloadTooLarge
 
-__all__ = ["ArtifactStore", "DirEntry", "directory_digest", "safe_relative_path"]
+__all__ = ["ArtifactStore", "DirEntry", "blocking_chunks", "directory_digest", "safe_relative_path"]
 
 _BAD = re.compile(r"[\x00-\x1f\\]")
 
@@ -61,6 +62,10 @@ class ArtifactStore:
             if real != real_root and not real.startswith(real_root + os.sep):
                 raise BadRequest("Artifact path escapes its root through a link.", details={"path": path})
         return full
+
+    def locate(self, path: str) -> tuple[Any, str, bool]:
+        """(filesystem, full path, is local) of a checked path, for readers that open files themselves."""
+        return self.fs, self._full(path), self._local
 
     def put_bytes(self, path: str, data: bytes) -> None:
         full = self._full(path)
@@ -167,3 +172,18 @@ class DirEntry:
     name: str
     is_dir: bool
     size: int
+
+
+def blocking_chunks(stream: AsyncIterator[bytes]) -> Iterator[bytes]:
+    """The request body as a blocking iterator, for the store's writer in a worker thread: each chunk is
+    awaited on the event loop as the writer asks for it, so the body is never held whole in memory."""
+
+    async def next_chunk() -> bytes | None:
+        try:
+            return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    while (chunk := from_thread.run(next_chunk)) is not None:
+        if chunk:
+            yield chunk

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from anyio import from_thread
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -33,7 +32,7 @@ from bridgehead.errors import (
 )
 from bridgehead.schemas import Page
 from bridgehead.store import Database
-from bridgehead.store.artifacts import ArtifactStore, safe_relative_path
+from bridgehead.store.artifacts import ArtifactStore, blocking_chunks, safe_relative_path
 from bridgehead.tracking import service
 from bridgehead.tracking.models import Experiment, Run
 from bridgehead.tracking.schemas import (
@@ -538,7 +537,7 @@ async def upload_artifact(
         raise _too_large(limit, rel)
     root = await run_in_threadpool(_run_root, db_of(request), principal, run_id, write=True)
     store = _store(request)
-    body = _body_chunks(request.stream())
+    body = blocking_chunks(request.stream())
     with _artifact_errors(rel):
         size = await run_in_threadpool(_write, store, f"{root}/{rel}", body, limit)
     return ArtifactWritten(path=rel, size=size)
@@ -555,18 +554,3 @@ def _too_large(limit: int, path: str) -> PayloadTooLarge:
         f"Artifact is larger than {limit} bytes (BRIDGEHEAD_MAX_ARTIFACT_BYTES).",
         details={"limit_bytes": limit, "path": path},
     )
-
-
-def _body_chunks(stream: AsyncIterator[bytes]) -> Iterator[bytes]:
-    """The request body as a blocking iterator, for the store's writer in a worker thread: each chunk is
-    awaited on the event loop as the writer asks for it, so the body is never held whole in memory."""
-
-    async def next_chunk() -> bytes | None:
-        try:
-            return await stream.__anext__()
-        except StopAsyncIteration:
-            return None
-
-    while (chunk := from_thread.run(next_chunk)) is not None:
-        if chunk:
-            yield chunk

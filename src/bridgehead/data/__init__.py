@@ -1,0 +1,1 @@
+"""Datasets: versions, profiles, contracts, lineage, PII tags and access policies."""

@@ -1,0 +1,18 @@
+"""Registers the datasets API."""
+
+from __future__ import annotations
+
+import importlib
+
+from fastapi import FastAPI
+
+from bridgehead.hookspecs import hookimpl
+from bridgehead.web import Console
+
+ROUTERS = ("bridgehead.data.routes",)
+
+
+@hookimpl
+def register_routes(app: FastAPI, console: Console) -> None:
+    for name in ROUTERS:
+        app.include_router(importlib.import_module(name).router)
