@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 # After __version__: the modules below import the package back.
 from bridgehead.client import Client
+from bridgehead.data.sdk import register_dataset, validate_data
 from bridgehead.sdk import (
     ActiveRun,
     DatasetInfo,
@@ -48,9 +49,11 @@ __all__ = [
     "log_model",
     "log_param",
     "log_params",
+    "register_dataset",
     "set_client",
     "set_experiment",
     "set_tag",
     "set_tags",
     "start_run",
+    "validate_data",
 ]

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from bridgehead import __version__
 from bridgehead.audit.service import ActorRef
+from bridgehead.data.commands import data_cli
 from bridgehead.errors import BridgeheadError
 from bridgehead.hookspecs import plugin_manager
 from bridgehead.settings import Settings
@@ -39,6 +40,7 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(admin_cli, name="admin")
 cli.add_typer(token_cli, name="token")
 cli.add_typer(audit_cli, name="audit")
+cli.add_typer(data_cli, name="data")
 
 out = RichConsole(soft_wrap=True)
 err = RichConsole(stderr=True, soft_wrap=True)

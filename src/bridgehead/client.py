@@ -24,6 +24,14 @@ import httpx
 from pydantic import BaseModel
 
 from bridgehead import errors
+from bridgehead.data.schemas import (
+    ContractOut,
+    DatasetDetail,
+    DatasetOut,
+    ProfileOut,
+    ValidationOut,
+    VersionCreated,
+)
 from bridgehead.registry.schemas import (
     AliasOut,
     Lineage,
@@ -424,6 +432,58 @@ class Client:
         """Tell the server a code-executing format is about to be loaded: it refuses unless it trusts the
         format, and records the load in the audit trail."""
         self.request("POST", f"{self._version(name, version)}/trusted-load")
+
+    # --- datasets -----------------------------------------------------------------------------
+
+    def list_datasets(self, *, q: str | None = None, limit: int = 50, offset: int = 0) -> Page[DatasetOut]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if q:
+            params["q"] = q
+        return self._page(DatasetOut, "GET", "/api/v1/datasets", params=params)
+
+    def create_dataset(self, name: str, **fields: Any) -> DatasetDetail:
+        body = {"name": name, **{k: v for k, v in fields.items() if v is not None}}
+        return self._json(DatasetDetail, "POST", "/api/v1/datasets", json=body)
+
+    def get_dataset(self, dataset_id: str) -> DatasetDetail:
+        return self._json(DatasetDetail, "GET", f"/api/v1/datasets/{_path(dataset_id)}")
+
+    def find_dataset(self, name: str) -> DatasetOut | None:
+        """The visible dataset with exactly this name (your unit's first), or None."""
+        matches = [d for d in self.list_datasets(q=name, limit=1000).items if d.name == name]
+        return matches[0] if matches else None
+
+    def register_dataset_version(self, dataset_id: str, **body: Any) -> VersionCreated:
+        return self._json(VersionCreated, "POST", f"/api/v1/datasets/{_path(dataset_id)}/versions", json=body)
+
+    def upload_dataset_version(
+        self, dataset_id: str, filename: str, data: Path | IO[bytes], *, format: str | None = None
+    ) -> VersionCreated:
+        params = {"format": format} if format else {}
+        url = f"/api/v1/datasets/{_path(dataset_id)}/upload/{_path(filename)}"
+        if isinstance(data, Path):
+            with data.open("rb") as handle:
+                return self._json(VersionCreated, "PUT", url, content=_chunks(handle), params=params)
+        return self._json(VersionCreated, "PUT", url, content=_chunks(data), params=params)
+
+    def dataset_profile(self, dataset_id: str, version: int, *, sketches: bool = False) -> ProfileOut:
+        url = f"/api/v1/datasets/{_path(dataset_id)}/versions/{int(version)}/profile"
+        return self._json(ProfileOut, "GET", url, params={"sketches": str(sketches).lower()})
+
+    def get_dataset_contract(self, dataset_id: str) -> ContractOut:
+        return self._json(ContractOut, "GET", f"/api/v1/datasets/{_path(dataset_id)}/contract")
+
+    def set_dataset_contract(self, dataset_id: str, contract: str) -> ContractOut:
+        url = f"/api/v1/datasets/{_path(dataset_id)}/contract"
+        return self._json(ContractOut, "PUT", url, json={"contract": contract})
+
+    def record_validation(
+        self, dataset_id: str, report: Mapping[str, Any], *, version: int | None = None, location: str = ""
+    ) -> ValidationOut:
+        body = {"report": dict(report), "version": version, "location": location}
+        return self._json(
+            ValidationOut, "POST", f"/api/v1/datasets/{_path(dataset_id)}/validations", json=body
+        )
 
     # --- helpers ------------------------------------------------------------------------------
 

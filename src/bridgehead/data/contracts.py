@@ -200,15 +200,18 @@ def _standardized(col: pl.Expr, dtype: pl.DataType, rule: ColumnRule) -> pl.Expr
     touched = False
     if std.strip:
         text, touched = text.str.strip_chars(), True
+    if std.map:  # exact spellings first ...
+        text, touched = text.replace(std.map), True
     if std.case:
+        change = {"lower": str.lower, "upper": str.upper, "title": str.title}[std.case]
         text = {
             "lower": text.str.to_lowercase,
             "upper": text.str.to_uppercase,
             "title": text.str.to_titlecase,
         }[std.case]()
         touched = True
-    if std.map:
-        text, touched = text.replace(std.map), True
+        if std.map:  # ... then the same spellings in the chosen case, so {N: north} also maps "n"
+            text = text.replace({change(k): v for k, v in std.map.items()})
     if std.thousands_separator:
         text, touched = text.str.replace_all(std.thousands_separator, "", literal=True), True
     if std.decimal_separator == ",":
@@ -216,11 +219,11 @@ def _standardized(col: pl.Expr, dtype: pl.DataType, rule: ColumnRule) -> pl.Expr
     if std.date_format:
         kind = pl.Date if rule.type == "date" else pl.Datetime
         return text.str.strptime(kind, std.date_format, strict=False)
+    if rule.type == "integer" and (dtype == pl.String or touched):
+        return text.cast(pl.Int64, strict=False)
     wants_number = std.decimal_separator or std.thousands_separator or rule.type in ("number", "float")
     if wants_number and (dtype == pl.String or touched):
         return text.cast(pl.Float64, strict=False)
-    if rule.type == "integer" and (dtype == pl.String or touched):
-        return text.cast(pl.Int64, strict=False)
     return text if touched or dtype == pl.String else col
 
 
@@ -251,6 +254,7 @@ class _Expectation:
     ) -> None:
         self.id, self.column, self.expectation, self.expected = id, column, expectation, expected
         self.count, self.failing_rows = count, failing_rows
+        self.required = True
 
 
 def _expectations(contract: Contract, schema: pl.Schema | None) -> list[_Expectation]:
@@ -259,7 +263,9 @@ def _expectations(contract: Contract, schema: pl.Schema | None) -> list[_Expecta
         c = pl.col(name)
         out.append(_Expectation(f"{name}.present", name, "present", rule.required))
         if rule.type:
-            out.append(_Expectation(f"{name}.type", name, "type", rule.type))
+            typed = _Expectation(f"{name}.type", name, "type", rule.type)
+            typed.required = rule.required
+            out.append(typed)
         if schema is not None and name not in schema:
             continue  # only the presence check applies to a missing column
         dtype: pl.DataType = schema[name] if schema is not None else pl.String()
@@ -282,10 +288,12 @@ def _expectations(contract: Contract, schema: pl.Schema | None) -> list[_Expecta
                 bad = bad | (numeric < rule.min)
             if rule.max is not None:
                 bad = bad | (numeric > rule.max)
+            if schema is not None and dtype.is_float():
+                bad = bad & ~c.is_nan()  # NaN is a missing value, as in pandas, not an out-of-range one
             bad = bad.fill_null(False)
             out.append(_Expectation(f"{name}.range", name, "range", [rule.min, rule.max], bad.sum(), bad))
         if rule.allowed_values is not None:
-            bad = ~_as_text(c, dtype).is_in([str(v) for v in rule.allowed_values]) & c.is_not_null()
+            bad = ~_allowed(c, dtype, rule.allowed_values) & c.is_not_null()
             out.append(
                 _Expectation(
                     f"{name}.allowed_values", name, "allowed_values", rule.allowed_values, bad.sum(), bad
@@ -305,6 +313,23 @@ def _expectations(contract: Contract, schema: pl.Schema | None) -> list[_Expecta
             _Expectation(f"{f.column}.freshness", f.column, "freshness", f.max_age, pl.col(f.column).max())
         )
     return out
+
+
+def _allowed(col: pl.Expr, dtype: pl.DataType, values: list[Any]) -> pl.Expr:
+    """Membership compared in the column's own terms: numbers as numbers, booleans as booleans."""
+    if dtype == pl.Boolean:
+        truth = {"true": True, "false": False, "1": True, "0": False}
+        wanted = {v if isinstance(v, bool) else truth.get(str(v).lower()) for v in values} - {None}
+        return col.is_in(list(wanted))
+    if dtype.is_numeric():
+        numbers = []
+        for v in values:
+            try:
+                numbers.append(float(v))
+            except (TypeError, ValueError):
+                continue
+        return col.cast(pl.Float64).is_in(numbers)
+    return _as_text(col, dtype).is_in([str(v) for v in values])
 
 
 def _as_text(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -351,7 +376,8 @@ def _judge(
         r.message = "" if r.observed else f"column {name!r} is missing"
     elif check.expectation == "type":
         if name is None or name not in schema:
-            r.observed, r.passed, r.message = None, False, f"column {name!r} is missing"
+            r.observed, r.passed = None, not check.required
+            r.message = "" if r.passed else f"column {name!r} is missing"
         else:
             dtype = schema[name]
             r.observed = str(dtype)

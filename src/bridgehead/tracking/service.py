@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -733,7 +734,47 @@ def log_inputs(session: Session, principal: Principal, run_id: str, datasets: li
                     context=str(d.get("context", "")),
                 )
             )
+            _register_input(session, principal, run.business_unit_id, name, digest, d)
     session.flush()
+
+
+def _register_input(
+    session: Session, principal: Principal, unit: str, name: str, digest: str, d: dict[str, Any]
+) -> None:
+    """A logged input becomes a version of the dataset of that name in the run's unit (created if new), so
+    data logged by the SDK or the mlflow client shows up among the datasets and in lineage."""
+    from bridgehead.data import service as data  # data builds on tracking; imported here to avoid a cycle
+
+    columns, rows = input_shape(str(d.get("schema", "")), str(d.get("profile", "")))
+    data.ensure_dataset_version(
+        session, principal, business_unit_id=unit, name=name, digest=digest,
+        source=str(d.get("source", "")), schema=columns, row_count=rows,
+    )  # fmt: skip
+
+
+def input_shape(schema_json: str, profile_json: str) -> tuple[list[dict[str, Any]] | None, int | None]:
+    """Columns and row count of a dataset input, from the SDK's schema ({"columns", "rows"}) or mlflow's
+    ({"mlflow_colspec": [...]} and a profile {"num_rows": n})."""
+    columns: list[dict[str, Any]] | None = None
+    rows: int | None = None
+    try:
+        schema = json.loads(schema_json) if schema_json else {}
+        profile = json.loads(profile_json) if profile_json else {}
+    except ValueError:
+        return None, None
+    if isinstance(schema, dict):
+        specs = schema.get("columns") or schema.get("mlflow_colspec")
+        if isinstance(specs, list):
+            columns = [
+                {"name": str(c.get("name", "")), "type": str(c.get("type", ""))}
+                for c in specs
+                if isinstance(c, dict)
+            ]
+        if isinstance(schema.get("rows"), int):
+            rows = schema["rows"]
+    if isinstance(profile, dict) and isinstance(profile.get("num_rows"), int):
+        rows = profile["num_rows"]
+    return columns, rows
 
 
 def run_data(session: Session, run_ids: list[str]) -> dict[str, RunData]:

@@ -1,14 +1,15 @@
-"""datasets: versions (content digest, profile), derivations and contract validations
+"""datasets: versions (content digest, profile, column tags), access grants, derivations, validations
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-26 16:30:13.762517
+Create Date: 2026-11-26 16:39:48.419772
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision = "0004"
 down_revision = "0003"
@@ -28,7 +29,6 @@ def upgrade() -> None:
         sa.Column("source_system", sa.String(length=250), nullable=False),
         sa.Column("tags", sa.JSON(), nullable=False),
         sa.Column("contract", sa.Text(), nullable=False),
-        sa.Column("policy", sa.JSON(), nullable=False),
         sa.Column("created_ms", sa.BigInteger(), nullable=False),
         sa.Column("updated_ms", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -41,6 +41,19 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("datasets", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_datasets_business_unit_id"), ["business_unit_id"], unique=False)
+
+    op.create_table(
+        "dataset_grants",
+        sa.Column("dataset_id", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("value", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["dataset_id"], ["datasets.id"], name=op.f("fk_dataset_grants_dataset_id_datasets")
+        ),
+        sa.PrimaryKeyConstraint("dataset_id", "kind", "value", name=op.f("pk_dataset_grants")),
+    )
+    with op.batch_alter_table("dataset_grants", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_dataset_grants_value"), ["value"], unique=False)
 
     op.create_table(
         "dataset_versions",
@@ -63,8 +76,8 @@ def upgrade() -> None:
             ["dataset_id"], ["datasets.id"], name=op.f("fk_dataset_versions_dataset_id_datasets")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_dataset_versions")),
-        sa.UniqueConstraint("dataset_id", "digest", name=op.f("uq_dataset_versions_digest")),
-        sa.UniqueConstraint("dataset_id", "version", name=op.f("uq_dataset_versions_number")),
+        sa.UniqueConstraint("dataset_id", "digest", name="uq_dataset_versions_digest"),
+        sa.UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_number"),
     )
     with op.batch_alter_table("dataset_versions", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_dataset_versions_dataset_id"), ["dataset_id"], unique=False)
@@ -132,6 +145,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_dataset_versions_dataset_id"))
 
     op.drop_table("dataset_versions")
+    with op.batch_alter_table("dataset_grants", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_dataset_grants_value"))
+
+    op.drop_table("dataset_grants")
     with op.batch_alter_table("datasets", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_datasets_business_unit_id"))
 
