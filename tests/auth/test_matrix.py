@@ -31,22 +31,23 @@ ACTIONS: tuple[str, ...] = (
     "model.alias",
     "data.read",
     "data.write",
+    "data.pii",
 )
 
 Y, N = True, False
 
 # fmt: off
 EXPECTED: dict[str, tuple[bool, ...]] = {
-    #                              org.  unit.   person. token.  token.  audit. track. track. model.    model. data. data.
-    #                              read  manage  manage  own     any     read   read   write  register  alias  read  write
-    "chief_ai_officer":          (Y,    Y,      Y,      Y,      Y,      Y,     Y,     Y,     Y,        Y,     Y,    Y),
-    "ai_program_manager":        (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N),
-    "data_scientist":            (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y),
-    "ml_engineer":               (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y),
-    "data_engineer":             (Y,    N,      N,      Y,      N,      N,     Y,     Y,     N,        N,     Y,    Y),
-    "ethics_compliance_officer": (Y,    N,      N,      Y,      N,      Y,     Y,     N,     N,        N,     Y,    N),
-    "ai_champion":               (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N),
-    "business_user":             (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N),
+    #                              org.  unit.   person. token.  token.  audit. track. track. model.    model. data. data.  data.
+    #                              read  manage  manage  own     any     read   read   write  register  alias  read  write  pii
+    "chief_ai_officer":          (Y,    Y,      Y,      Y,      Y,      Y,     Y,     Y,     Y,        Y,     Y,    Y,     Y),
+    "ai_program_manager":        (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N),
+    "data_scientist":            (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y,     N),
+    "ml_engineer":               (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y,     N),
+    "data_engineer":             (Y,    N,      N,      Y,      N,      N,     Y,     Y,     N,        N,     Y,    Y,     Y),
+    "ethics_compliance_officer": (Y,    N,      N,      Y,      N,      Y,     Y,     N,     N,        N,     Y,    N,     Y),
+    "ai_champion":               (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N),
+    "business_user":             (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N),
 }
 # fmt: on
 
@@ -119,6 +120,16 @@ def _data_write(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
     return client.post("/api/v1/datasets", headers=me.headers, json={"name": _unique("dataset")})
 
 
+def _data_pii(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    # A dataset of the caller's own unit, uploaded by a colleague: only the unmasked view is at stake.
+    colleague = orgs.member(Role.DATA_ENGINEER, unit="retail").headers
+    dataset = _ok(client.post("/api/v1/datasets", headers=colleague, json={"name": _unique("people")}))
+    csv = b"email,score\nanna@example.com,1\nbob@example.org,2\n"
+    _ok(client.put(f"/api/v1/datasets/{dataset['id']}/upload/people.csv", headers=colleague, content=csv))
+    url = f"/api/v1/datasets/{dataset['id']}/versions/1/profile"
+    return client.get(url, headers=me.headers, params={"unmasked": "true"})
+
+
 def _ok(response: httpx.Response) -> Any:
     assert response.status_code < 300, response.text
     return response.json() if response.content else None
@@ -154,6 +165,7 @@ EXERCISE: dict[str, Exercise] = {
     "model.alias": _model_alias,
     "data.read": _data_read,
     "data.write": _data_write,
+    "data.pii": _data_pii,
 }
 
 

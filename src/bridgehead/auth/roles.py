@@ -51,6 +51,7 @@ class Action(StrEnum):
     MODEL_ALIAS = "model.alias"
     DATA_READ = "data.read"
     DATA_WRITE = "data.write"
+    DATA_PII = "data.pii"
 
 
 _ALL = frozenset(Role)
@@ -76,6 +77,9 @@ MATRIX: dict[Action, frozenset[Role]] = {
     Action.DATA_WRITE: frozenset(
         {Role.CHIEF_AI_OFFICER, Role.DATA_SCIENTIST, Role.ML_ENGINEER, Role.DATA_ENGINEER}
     ),
+    # Seeing personal data unmasked in profiles and sample rows: those who run the pipelines and those who
+    # audit them; model builders work on masked views.
+    Action.DATA_PII: frozenset({Role.CHIEF_AI_OFFICER, Role.DATA_ENGINEER, Role.ETHICS_COMPLIANCE_OFFICER}),
 }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from bridgehead.data.contracts import Contract, ContractReport, standardize, validate_frame
+from bridgehead.data.pii import detect_columns
 from bridgehead.data.profile import Profile, Profiler
 from bridgehead.data.readers import DataSource, file_digest, open_source
 from bridgehead.errors import BadRequest
@@ -29,6 +30,7 @@ class Described:
     digest: str
     size_bytes: int | None
     profile: Profile
+    column_tags: dict[str, dict[str, Any]]
 
     def registration(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,7 @@ class Described:
             "size_bytes": self.size_bytes,
             "row_count": self.profile.row_count,
             "profile": self.profile.to_state(),
+            "column_tags": self.column_tags,
         }
 
 
@@ -49,7 +52,10 @@ def describe(location: str, fmt: str | None = None, *, progress: Progress | None
     """Digest and profile of a file in one go; ``progress`` is called with the rows of each batch."""
     source = open_source(location, fmt)
     profiler = Profiler(source.schema)
+    column_tags: dict[str, dict[str, Any]] = {}
     for batch in source.batches():
+        if profiler.profile.row_count == 0:
+            column_tags = detect_columns(batch)  # personal data, judged on the first rows
         profiler.update(batch)
         if progress is not None:
             progress(batch.num_rows)
@@ -67,7 +73,7 @@ def describe(location: str, fmt: str | None = None, *, progress: Progress | None
             details={"file": location, "column": mixed[0]},
         )
     size = os.path.getsize(location) if "://" not in location else None
-    return Described(_absolute(location), source.format, file_digest(location), size, profile)
+    return Described(_absolute(location), source.format, file_digest(location), size, profile, column_tags)
 
 
 def mixed_type_columns(source: DataSource, profile: Profile) -> list[str]:

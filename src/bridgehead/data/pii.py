@@ -26,9 +26,20 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["ColumnFinding", "TAGS", "detect_columns", "luhn_ok", "iban_ok"]
+__all__ = [
+    "MASKED_TAGS",
+    "TAGS",
+    "ColumnFinding",
+    "detect_columns",
+    "detect_names",
+    "iban_ok",
+    "luhn_ok",
+    "merge_tags",
+]
 
 TAGS = ("pii", "sensitive", "protected")
+# Columns whose values are hidden from readers without the data.pii permission.
+MASKED_TAGS = frozenset({"pii", "sensitive"})
 SAMPLE_VALUES = 2000
 MATCH_SHARE = 0.8
 
@@ -91,14 +102,23 @@ def _name_findings(name: str, finding: ColumnFinding) -> None:
     for tag, kind, keys in _NAME_RULES:
         if words & keys or compact in keys or joined in keys:
             finding.add(tag, kind, f"column name {name!r}")
-    if words & {"name"} and words & {"first", "last", "full", "given", "family", "customer", "person", "client"}:
+    if words & {"name"} and words & {
+        "first",
+        "last",
+        "full",
+        "given",
+        "family",
+        "customer",
+        "person",
+        "client",
+    }:
         finding.add("pii", "person_name", f"column name {name!r}")
 
 
 # -- values -------------------------------------------------------------------------------------------------
 
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}$")
-_PHONE = re.compile(r"^\+?[0-9][0-9 ()./\-]{6,18}[0-9]$")
+_PHONE = re.compile(r"^\+?[0-9(][0-9 ()./\-]{6,18}[0-9]$")
 _IBAN = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$")
 _CARD = re.compile(r"^[0-9][0-9 \-]{11,21}[0-9]$")
 _SSN = re.compile(r"^(?!000|666|9[0-9]{2})[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}$")
@@ -156,7 +176,9 @@ def _phone_ok(text: str) -> bool:
 @cache
 def _first_names() -> frozenset[str]:
     text = resources.files("bridgehead.data").joinpath("first_names.txt").read_text(encoding="utf-8")
-    return frozenset(line.strip().lower() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return frozenset(
+        line.strip().lower() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
 
 
 def _name_ok(text: str) -> bool:
@@ -181,7 +203,9 @@ def _value_findings(values: list[str], finding: ColumnFinding) -> None:
     for tag, kind, check in _VALUE_RULES:
         hits = sum(1 for v in values if check(v))
         if hits >= MATCH_SHARE * len(values):
-            finding.add(tag, kind, f"{hits} of {len(values)} sampled values look like {kind.replace('_', ' ')}")
+            finding.add(
+                tag, kind, f"{hits} of {len(values)} sampled values look like {kind.replace('_', ' ')}"
+            )
             return  # one value kind per column: the first (most specific) rule that fits
 
 
@@ -195,7 +219,9 @@ def _sample(column: pa.Array | pa.ChunkedArray) -> list[str]:
     return [v.strip() for v in values if isinstance(v, str) and v.strip()]
 
 
-def detect_columns(table: pa.Table | pa.RecordBatch, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+def detect_columns(
+    table: pa.Table | pa.RecordBatch, names: Iterable[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """Tags per column (only columns with at least one tag), from names and a sample of values."""
     out: dict[str, dict[str, Any]] = {}
     for name in names or table.schema.names:
@@ -204,4 +230,31 @@ def detect_columns(table: pa.Table | pa.RecordBatch, names: Iterable[str] | None
         _value_findings(_sample(table.column(name)), finding)
         if finding.tags:
             out[name] = finding.as_dict()
+    return out
+
+
+def detect_names(names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Tags from column names alone (when no values are at hand, e.g. a schema logged with a run)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        finding = ColumnFinding(name)
+        _name_findings(name, finding)
+        if finding.tags:
+            out[name] = finding.as_dict()
+    return out
+
+
+def merge_tags(*sources: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Union of several detections, column by column (tags, kinds and reasons combined)."""
+    out: dict[str, dict[str, Any]] = {}
+    for source in sources:
+        for column, entry in source.items():
+            merged = out.setdefault(
+                column, {"tags": [], "kinds": [], "reasons": [], "source": entry.get("source", "")}
+            )
+            for key in ("tags", "kinds", "reasons"):
+                for item in entry.get(key, []):
+                    if item not in merged[key]:
+                        merged[key].append(item)
+            merged["tags"].sort()
     return out

@@ -6,6 +6,8 @@ business unit; a dataset shared with the organization is readable by all and wri
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -22,6 +24,7 @@ from bridgehead.data.contracts import ContractReport
 from bridgehead.data.models import Dataset, DatasetVersion, Validation
 from bridgehead.data.schemas import (
     ColumnSchema,
+    ColumnTagsIn,
     ContractIn,
     ContractOut,
     DatasetCreate,
@@ -30,6 +33,8 @@ from bridgehead.data.schemas import (
     DatasetUpdate,
     Derivation,
     Format,
+    PolicyIn,
+    PolicyOut,
     ProfileOut,
     ValidationIn,
     ValidationOut,
@@ -37,7 +42,7 @@ from bridgehead.data.schemas import (
     VersionCreated,
     VersionOut,
 )
-from bridgehead.errors import PayloadTooLarge, error_responses
+from bridgehead.errors import NotFound, PayloadTooLarge, error_responses
 from bridgehead.schemas import Page
 from bridgehead.store.artifacts import ArtifactStore, blocking_chunks
 from bridgehead.tracking.schemas import ms_to_datetime
@@ -83,6 +88,7 @@ def _version_out(session: Session, v: DatasetVersion) -> VersionOut:
         row_count=v.row_count,
         size_bytes=v.size_bytes,
         has_profile=bool(v.profile),
+        column_tags=v.column_tags or {},
         origin=v.origin,
         author_id=v.author_id,
         parents=[Derivation(version_id=p.parent_id, transformation=p.transformation) for p in parents],
@@ -96,9 +102,10 @@ def _detail(session: Session, dataset: Dataset) -> DatasetDetail:
     return DatasetDetail(**base.model_dump(), versions=versions)
 
 
-def _validation_out(session: Session, v: Validation) -> ValidationOut:
+def _validation_out(session: Session, v: Validation, principal: Principal) -> ValidationOut:
     found = session.get(DatasetVersion, v.version_id) if v.version_id else None
     number = found.version if found is not None else None
+    masked = service.masked_columns(principal, found)
     return ValidationOut(
         id=v.id,
         dataset_id=v.dataset_id,
@@ -106,10 +113,24 @@ def _validation_out(session: Session, v: Validation) -> ValidationOut:
         location=v.location,
         passed=v.passed,
         failed_count=v.failed_count,
-        report=ContractReport.model_validate(v.report),
+        report=ContractReport.model_validate(service.mask_report(copy.deepcopy(v.report), masked)),
+        masked=masked,
         created_at=ms_to_datetime(v.created_ms),
         author_id=v.author_id,
     )
+
+
+@contextlib.contextmanager
+def _audit_denials(request: Request, principal: Principal, dataset_id: str, what: str) -> Iterator[None]:
+    """A read refused with "not found" for a dataset that exists is an access decision: audit it (in its own
+    transaction, since the refusal rolls the reader's back)."""
+    try:
+        yield
+    except NotFound as exc:
+        if exc.details.get("dataset_id") == dataset_id:
+            with db_of(request).session(write=True) as session:
+                service.record_denied(session, principal, dataset_id, what)
+        raise
 
 
 @router.get("/datasets", response_model=Page[DatasetOut], responses=ERRORS)
@@ -151,7 +172,7 @@ def create_dataset(request: Request, principal: ApiPrincipal, body: DatasetCreat
 def get_dataset(request: Request, principal: ApiPrincipal, dataset_id: DatasetId) -> DatasetDetail:
     """A dataset with its versions, newest first."""
     require(principal, Action.DATA_READ)
-    with db_of(request).session() as session:
+    with _audit_denials(request, principal, dataset_id, "dataset"), db_of(request).session() as session:
         return _detail(session, service.get_dataset(session, principal, dataset_id))
 
 
@@ -190,6 +211,7 @@ def register_version(
             profile=body.profile,
             origin="client",
             parents=[(p.version_id, p.transformation) for p in body.parents],
+            column_tags={k: v.model_dump() for k, v in (body.column_tags or {}).items()},
         )
         return VersionCreated(**_version_out(session, version).model_dump(), created=created)
 
@@ -267,20 +289,75 @@ def get_profile(
     sketches: Annotated[
         bool, Query(description="Include the mergeable sketches (for drift references).")
     ] = False,
+    unmasked: Annotated[
+        bool, Query(description="Require personal data unmasked (needs data.pii; 403 otherwise).")
+    ] = False,
 ) -> ProfileOut:
     """A version's profile: per column counts, nulls, distinct estimate, range, quantiles, histogram, top
-    values and string lengths."""
+    values and string lengths. Columns tagged pii or sensitive are masked for readers without data.pii.
+    Every read is audited, with the columns that were masked."""
     require(principal, Action.DATA_READ)
-    with db_of(request).session() as session:
+    if unmasked:
+        require(principal, Action.DATA_PII)
+    with (
+        _audit_denials(request, principal, dataset_id, "profile"),
+        db_of(request).session(write=True) as session,
+    ):
         dataset = service.get_dataset(session, principal, dataset_id)
         found = service.get_version(session, dataset, version)
+        masked = service.masked_columns(principal, found)
         profile = service.load_profile(found)
         body: dict[str, Any]
         if profile is None:
             body = {"row_count": found.row_count, "columns": []}
+        elif sketches:
+            body = service.mask_state(profile.to_state(), masked)
         else:
-            body = profile.to_state() if sketches else profile.summary()
-        return ProfileOut(dataset_id=dataset.id, version=found.version, profile=json.loads(json.dumps(body)))
+            body = service.mask_summary(profile.summary(), masked)
+        service.record_read(session, principal, dataset, f"profile of version {found.version}", masked=masked)
+        return ProfileOut(
+            dataset_id=dataset.id, version=found.version, profile=json.loads(json.dumps(body)), masked=masked
+        )
+
+
+@router.put(
+    "/datasets/{dataset_id}/versions/{version}/column-tags", response_model=VersionOut, responses=ERRORS
+)
+def set_column_tags(
+    request: Request, principal: ApiPrincipal, dataset_id: DatasetId, version: Number, body: ColumnTagsIn
+) -> VersionOut:
+    """Tag columns by hand (pii, sensitive, protected); the tags given replace that column's, [] clears them.
+    "protected" marks the attributes fairness audits group by."""
+    require(principal, Action.DATA_WRITE)
+    with db_of(request).session(write=True) as session:
+        dataset = service.writable_dataset(session, principal, dataset_id)
+        found = service.get_version(session, dataset, version)
+        service.set_column_tags(
+            session, principal, dataset, found, {k: list(v) for k, v in body.columns.items()}
+        )
+        return _version_out(session, found)
+
+
+@router.get("/datasets/{dataset_id}/policy", response_model=PolicyOut, responses=ERRORS)
+def get_policy(request: Request, principal: ApiPrincipal, dataset_id: DatasetId) -> PolicyOut:
+    """Who may read the dataset beyond its own unit and central staff."""
+    require(principal, Action.DATA_READ)
+    with db_of(request).session() as session:
+        dataset = service.get_dataset(session, principal, dataset_id)
+        return PolicyOut(
+            dataset_id=dataset.id, visibility=dataset.visibility, **service.policy_of(session, dataset)
+        )
+
+
+@router.put("/datasets/{dataset_id}/policy", response_model=PolicyOut, responses=ERRORS)
+def set_policy(request: Request, principal: ApiPrincipal, dataset_id: DatasetId, body: PolicyIn) -> PolicyOut:
+    """Grant reading to more business units and/or limit readers outside the owning unit to some roles."""
+    require(principal, Action.DATA_WRITE)
+    with db_of(request).session(write=True) as session:
+        dataset = service.set_policy(session, principal, dataset_id, units=body.units, roles=body.roles)
+        return PolicyOut(
+            dataset_id=dataset.id, visibility=dataset.visibility, **service.policy_of(session, dataset)
+        )
 
 
 @router.get("/datasets/{dataset_id}/contract", response_model=ContractOut, responses=ERRORS)
@@ -313,10 +390,16 @@ def list_validations(
 ) -> Page[ValidationOut]:
     """Validation reports, newest first."""
     require(principal, Action.DATA_READ)
-    with db_of(request).session() as session:
+    with (
+        _audit_denials(request, principal, dataset_id, "validations"),
+        db_of(request).session(write=True) as session,
+    ):
         dataset = service.get_dataset(session, principal, dataset_id)
         rows = service.list_validations(session, dataset, limit=limit)
-        return Page(items=[_validation_out(session, v) for v in rows], total=len(rows))
+        items = [_validation_out(session, v, principal) for v in rows]
+        masked = sorted({c for item in items for c in item.masked})
+        service.record_read(session, principal, dataset, "validation reports", masked=masked)
+        return Page(items=items, total=len(rows))
 
 
 @router.post(
@@ -333,7 +416,7 @@ def record_validation(
         row = service.record_validation(
             session, principal, dataset, body.report, version=version, location=body.location
         )
-        return _validation_out(session, row)
+        return _validation_out(session, row, principal)
 
 
 @router.post(
@@ -352,4 +435,4 @@ def validate_version(
         dataset = service.writable_dataset(session, principal, dataset_id)
         found = service.get_version(session, dataset, version)
         row = service.validate_stored_version(session, principal, dataset, found, store)
-        return _validation_out(session, row)
+        return _validation_out(session, row, principal)

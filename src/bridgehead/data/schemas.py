@@ -48,6 +48,16 @@ class ParentRef(_In):
     transformation: str = Field(default="", max_length=500)
 
 
+Tag = Literal["pii", "sensitive", "protected"]
+
+
+class ColumnTags(BaseModel):
+    tags: list[Tag] = Field(max_length=3)
+    kinds: list[Annotated[str, Field(max_length=60)]] = Field(default_factory=list, max_length=20)
+    reasons: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=20)
+    source: str = Field(default="detected", max_length=20)
+
+
 class VersionCreate(_In):
     digest: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the file's bytes.")
     location: str = Field(default="", max_length=2000, description="Where the data lives (path or URL).")
@@ -57,6 +67,9 @@ class VersionCreate(_In):
     size_bytes: int | None = Field(default=None, ge=0)
     profile: dict[str, Any] | None = Field(default=None, description="A Bridgehead profile (with sketches).")
     parents: list[ParentRef] = Field(default_factory=list, max_length=100)
+    column_tags: dict[Annotated[str, Field(max_length=1000)], ColumnTags] | None = Field(
+        default=None, max_length=10_000, description="Personal-data tags the client detected, per column."
+    )
 
 
 class DatasetOut(BaseModel):
@@ -91,6 +104,7 @@ class VersionOut(BaseModel):
     row_count: int | None
     size_bytes: int | None
     has_profile: bool
+    column_tags: dict[str, ColumnTags] = Field(default_factory=dict)
     origin: str
     author_id: str | None
     parents: list[Derivation] = Field(default_factory=list)
@@ -109,6 +123,7 @@ class ProfileOut(BaseModel):
     dataset_id: str
     version: int
     profile: dict[str, Any] = Field(description="Per-column summary; with sketches=true also the sketches.")
+    masked: list[str] = Field(default_factory=list, description="Columns whose values were hidden from you.")
 
 
 class ContractIn(_In):
@@ -135,5 +150,28 @@ class ValidationOut(BaseModel):
     passed: bool
     failed_count: int
     report: ContractReport
+    masked: list[str] = Field(default_factory=list, description="Columns whose values were hidden from you.")
     created_at: datetime
     author_id: str | None
+
+
+class ColumnTagsIn(_In):
+    columns: dict[Annotated[str, Field(min_length=1, max_length=1000)], list[Tag]] = Field(
+        max_length=10_000, description="column -> tags (replacing that column's tags; [] clears them)"
+    )
+
+
+class PolicyIn(_In):
+    units: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    roles: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=20
+    )
+
+
+class PolicyOut(BaseModel):
+    dataset_id: str
+    visibility: str
+    units: list[str]
+    roles: list[str]

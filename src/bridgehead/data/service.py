@@ -14,15 +14,16 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from bridgehead.audit.service import record
-from bridgehead.auth.roles import Action
+from bridgehead.auth.roles import Action, Role
 from bridgehead.auth.service import Principal, require
 from bridgehead.data.contracts import Contract, ContractReport, parse_contract, standardize, validate_frame
-from bridgehead.data.models import Dataset, DatasetDerivation, DatasetVersion, Validation
-from bridgehead.data.profile import Profile, profile_batches
+from bridgehead.data.models import Dataset, DatasetDerivation, DatasetGrant, DatasetVersion, Validation
+from bridgehead.data.pii import MASKED_TAGS, TAGS, detect_columns, detect_names, merge_tags
+from bridgehead.data.profile import Profile, Profiler
 from bridgehead.data.readers import FORMATS, open_source
 from bridgehead.errors import AlreadyExists, BadRequest, NotFound, ValidationFailed
 from bridgehead.org.models import BusinessUnit
@@ -58,7 +59,19 @@ _INPUT_DIGEST = re.compile(r"^[0-9a-f]{8,64}$")
 
 
 def _visible(principal: Principal) -> Any:
-    return tracking.visible(select(Dataset), Dataset, principal)
+    """Datasets the principal may read: its own unit's and, outside central staff, those shared with the
+    organization or granted to its unit, unless the dataset's policy limits readers to other roles."""
+    stmt = select(Dataset)
+    if principal.sees_all_units:
+        return stmt
+
+    def grant(kind: str, value: str | None = None) -> Any:
+        rule = (DatasetGrant.dataset_id == Dataset.id) & (DatasetGrant.kind == kind)
+        return exists().where(rule if value is None else rule & (DatasetGrant.value == value))
+
+    shared = or_(Dataset.visibility == "organization", grant("unit", principal.business_unit_id))
+    role_ok = or_(~grant("role"), grant("role", principal.role.value))
+    return stmt.where(or_(Dataset.business_unit_id == principal.business_unit_id, and_(shared, role_ok)))
 
 
 def _check_name(name: str) -> str:
@@ -249,6 +262,7 @@ def register_version(
     origin: str = "api",
     storage: str = "external",
     parents: Iterable[tuple[str, str]] = (),
+    column_tags: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[DatasetVersion, bool]:
     """Adds an immutable version identified by its content digest; the same digest again returns the
     existing version (False: nothing was created). ``parents`` are (version id, transformation) pairs."""
@@ -303,7 +317,8 @@ def register_version(
         row_count=row_count,
         size_bytes=size_bytes,
         profile=json.dumps(parsed.to_state(), separators=(",", ":")) if parsed is not None else "",
-        column_tags={},
+        # The server's own reading of the column names is a floor under whatever the client detected.
+        column_tags=merge_tags(detect_names(c["name"] for c in schema or []), _clean_tags(column_tags)),
         origin=origin,
         author_id=principal.person_id,
         created_ms=tracking.now_ms(),
@@ -328,6 +343,20 @@ def register_version(
         changes={"dataset": dataset.name, "version": number, "digest": digest, "origin": origin},
     )
     return version, True
+
+
+def _clean_tags(tags: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for column, entry in (tags or {}).items():
+        chosen = sorted(set(entry.get("tags", [])) & set(TAGS))
+        if chosen:
+            out[str(column)] = {
+                "tags": chosen,
+                "kinds": [str(k) for k in entry.get("kinds", [])][:20],
+                "reasons": [str(r)[:500] for r in entry.get("reasons", [])][:20],
+                "source": "detected",
+            }
+    return out
 
 
 def ensure_dataset_version(
@@ -404,7 +433,13 @@ def upload_version(
     try:
         fs, full, local = store.locate(path)
         source = open_source(full, fmt or None, filesystem=None if local else fs)
-        profile = profile_batches(source.schema, source.batches())
+        profiler = Profiler(source.schema)
+        detected: dict[str, dict[str, Any]] = {}
+        for batch in source.batches():
+            if not detected and profiler.profile.row_count == 0:
+                detected = detect_columns(batch)
+            profiler.update(batch)
+        profile = profiler.profile
         if profile.row_count == 0:
             raise BadRequest(
                 f"{base} has no rows; a dataset version needs at least one.", details={"file": base}
@@ -420,6 +455,7 @@ def upload_version(
             profile=profile.to_state(),
             origin="upload",
             storage="stored",
+            column_tags=detected,
         )
     except BaseException:
         store.delete(path)
@@ -540,3 +576,149 @@ def latest_version_numbers(session: Session, dataset_ids: Sequence[str]) -> dict
 
 def expectation_count(dataset: Dataset) -> int:
     return _parse(dataset.contract).expectation_count() if dataset.contract else 0
+
+
+# -- access policy ------------------------------------------------------------------------------------------
+
+
+def policy_of(session: Session, dataset: Dataset) -> dict[str, list[str]]:
+    rows = session.execute(
+        select(DatasetGrant.kind, DatasetGrant.value).where(DatasetGrant.dataset_id == dataset.id)
+    ).all()
+    return {
+        "units": sorted(v for k, v in rows if k == "unit"),
+        "roles": sorted(v for k, v in rows if k == "role"),
+    }
+
+
+def set_policy(
+    session: Session, principal: Principal, dataset_id: str, *, units: list[str], roles: list[str]
+) -> Dataset:
+    """Replaces who may read the dataset beyond its own unit and central staff: the units listed (besides
+    everyone when it is shared with the organization), and of those readers only the roles listed (all if
+    none)."""
+    dataset = writable_dataset(session, principal, dataset_id)
+    for unit in units:
+        if session.get(BusinessUnit, unit) is None:
+            raise NotFound(f"Business unit {unit!r} does not exist.", details={"business_unit_id": unit})
+    known = {r.value for r in Role}
+    for role in roles:
+        if role not in known:
+            raise ValidationFailed(f"Unknown role {role!r}.", details={"role": role, "roles": sorted(known)})
+    session.execute(delete(DatasetGrant).where(DatasetGrant.dataset_id == dataset.id))
+    for kind, values in (("unit", units), ("role", roles)):
+        for value in sorted(set(values)):
+            session.add(DatasetGrant(dataset_id=dataset.id, kind=kind, value=value))
+    dataset.updated_ms = tracking.now_ms()
+    record(
+        session, principal, "dataset.policy.set", "dataset", dataset.id,
+        business_unit_id=dataset.business_unit_id, changes={"units": sorted(set(units)), "roles": sorted(set(roles))},
+    )  # fmt: skip
+    return dataset
+
+
+def record_denied(session: Session, principal: Principal, dataset_id: str, what: str) -> bool:
+    """Audits a refused read of an existing dataset (the caller was answered "not found"). True if recorded."""
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or session.scalar(_visible(principal).where(Dataset.id == dataset_id)) is not None:
+        return False  # no such dataset, or visible (the "not found" was about something inside it)
+    record(
+        session, principal, "dataset.access.denied", "dataset", dataset.id,
+        business_unit_id=dataset.business_unit_id, changes={"read": what},
+    )  # fmt: skip
+    return True
+
+
+def record_read(
+    session: Session, principal: Principal, dataset: Dataset, what: str, *, masked: list[str]
+) -> None:
+    """Audits a read of values (profile, sample rows), naming the columns that were masked."""
+    record(
+        session, principal, "dataset.access.read", "dataset", dataset.id,
+        business_unit_id=dataset.business_unit_id, changes={"read": what, "masked": masked},
+    )  # fmt: skip
+
+
+# -- column tags and masking --------------------------------------------------------------------------------
+
+
+def masked_columns(principal: Principal, version: DatasetVersion | None) -> list[str]:
+    """The version's columns whose values this principal may not see (PII and sensitive, without data.pii)."""
+    if version is None or principal.can(Action.DATA_PII):
+        return []
+    return sorted(
+        c for c, entry in (version.column_tags or {}).items() if MASKED_TAGS & set(entry.get("tags", []))
+    )
+
+
+MASK = "•••"
+
+
+def mask_summary(summary: dict[str, Any], masked: list[str]) -> dict[str, Any]:
+    """A profile summary with the values of masked columns hidden (counts, nulls and lengths stay)."""
+    for col in summary.get("columns", []):
+        if col["name"] in masked:
+            for key in ("min", "max", "mean", "std", "quantiles", "histogram"):
+                col.pop(key, None)
+            if "top_values" in col:
+                col["top_values"] = [{"value": MASK, "count": v["count"]} for v in col["top_values"]]
+            col["masked"] = True
+    return summary
+
+
+def mask_state(state: dict[str, Any], masked: list[str]) -> dict[str, Any]:
+    """A profile's full state (sketches) with masked columns reduced to their counts."""
+    for col in state.get("columns", []):
+        if col["name"] in masked:
+            for key in ("kll", "top", "min", "max"):
+                col.pop(key, None)
+            col["mean"] = col["m2"] = 0.0
+            col["masked"] = True
+    return state
+
+
+def mask_report(report: dict[str, Any], masked: list[str]) -> dict[str, Any]:
+    """A validation report with the masked columns' values replaced in sample rows and observations."""
+    if not masked:
+        return report
+    for e in report.get("expectations", []):
+        e["sample"] = [
+            {k: (MASK if k in masked and v is not None else v) for k, v in row.items()} for row in e["sample"]
+        ]
+        if e.get("column") in masked and e.get("expectation") == "freshness":
+            e["observed"] = MASK
+    return report
+
+
+def set_column_tags(
+    session: Session,
+    principal: Principal,
+    dataset: Dataset,
+    version: DatasetVersion,
+    tags: dict[str, list[str]],
+) -> DatasetVersion:
+    """Sets the tags of the named columns by hand (an empty list clears them); other columns keep theirs."""
+    tracking.check_writable(principal, dataset.business_unit_id, "dataset")
+    columns = {c["name"] for c in version.schema or []}
+    current = dict(version.column_tags or {})
+    for column, values in tags.items():
+        if columns and column not in columns:
+            raise NotFound(f"Version {version.version} has no column {column!r}.", details={"column": column})
+        unknown = set(values) - set(TAGS)
+        if unknown:
+            raise ValidationFailed(f"Unknown tag(s) {sorted(unknown)}; use {', '.join(TAGS)}.")
+        if values:
+            current[column] = {
+                "tags": sorted(set(values)),
+                "kinds": [],
+                "reasons": ["set by hand"],
+                "source": "manual",
+            }
+        else:
+            current.pop(column, None)
+    version.column_tags = current
+    record(
+        session, principal, "dataset.columns.tag", "dataset_version", version.id,
+        business_unit_id=dataset.business_unit_id, changes={"tags": tags},
+    )  # fmt: skip
+    return version
