@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from bridgehead.auth.deps import ApiPrincipal, db_of
 from bridgehead.auth.roles import Action
 from bridgehead.auth.service import Principal, require
-from bridgehead.data import service
+from bridgehead.data import lineage, service
 from bridgehead.data.contracts import ContractReport
 from bridgehead.data.models import Dataset, DatasetVersion, Validation
 from bridgehead.data.schemas import (
@@ -33,6 +33,7 @@ from bridgehead.data.schemas import (
     DatasetUpdate,
     Derivation,
     Format,
+    LineageGraph,
     PolicyIn,
     PolicyOut,
     ProfileOut,
@@ -436,3 +437,39 @@ def validate_version(
         found = service.get_version(session, dataset, version)
         row = service.validate_stored_version(session, principal, dataset, found, store)
         return _validation_out(session, row, principal)
+
+
+NodeRef = Annotated[
+    str,
+    Query(
+        min_length=3,
+        max_length=100,
+        pattern=r"^(dataset|dataset_version|run|model_version):[A-Za-z0-9_\-]{1,64}$",
+        description="type:id, e.g. dataset:3f2a..., dataset_version:..., run:..., model_version:...",
+    ),
+]
+Depth = Annotated[int, Query(ge=1, le=10, description="How many edges away to go, up and down.")]
+
+
+@router.get("/lineage", response_model=LineageGraph, responses=ERRORS)
+def get_lineage(request: Request, principal: ApiPrincipal, node: NodeRef, depth: Depth = 3) -> LineageGraph:
+    """Upstream and downstream of a node: dataset versions (and what they were derived from), the runs that
+    used them, the model versions those runs produced. Only what you may see."""
+    require(principal, Action.DATA_READ)
+    kind, _, ident = node.partition(":")
+    with db_of(request).session() as session:
+        return LineageGraph.model_validate(
+            lineage.lineage(session, principal, kind, ident, depth=depth).as_dict()
+        )
+
+
+@router.get("/lineage/openlineage", response_model=list[dict[str, Any]], responses=ERRORS)
+def export_openlineage(
+    request: Request, principal: ApiPrincipal, node: NodeRef, depth: Depth = 3
+) -> list[dict[str, Any]]:
+    """The same graph as OpenLineage RunEvents (spec 2-0-2), for Marquez or any OpenLineage consumer."""
+    require(principal, Action.DATA_READ)
+    kind, _, ident = node.partition(":")
+    with db_of(request).session() as session:
+        graph = lineage.lineage(session, principal, kind, ident, depth=depth)
+        return lineage.openlineage_events(session, graph)

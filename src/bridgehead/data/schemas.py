@@ -175,3 +175,24 @@ class PolicyOut(BaseModel):
     visibility: str
     units: list[str]
     roles: list[str]
+
+
+class LineageNode(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="type:id")
+    type: Literal["dataset_version", "run", "model_version"]
+    label: str
+
+
+class LineageEdge(BaseModel):
+    source: str
+    target: str
+    kind: Literal["derived", "input", "produced"]
+    label: str = ""
+
+
+class LineageGraph(BaseModel):
+    nodes: list[LineageNode]
+    edges: list[LineageEdge]
+    truncated: bool = Field(description="True when the graph was cut at 500 nodes.")

@@ -268,7 +268,7 @@ def register_version(
     existing version (False: nothing was created). ``parents`` are (version id, transformation) pairs."""
     tracking.check_writable(principal, dataset.business_unit_id, "dataset")
     digest = digest.lower()
-    if not _DIGEST.match(digest):
+    if not (_INPUT_DIGEST if origin == "tracking" else _DIGEST).match(digest):
         raise ValidationFailed(
             "digest must be the 64 hex digits of a SHA-256.", details={"digest": digest[:80]}
         )
