@@ -169,3 +169,12 @@ def test_frequent_values_bound_their_error() -> None:
     assert set(top) == {"a", "b"}
     assert 5000 - fv.error <= top["a"] <= 5000
     assert 3000 - fv.error <= top["b"] <= 3000
+
+
+def test_threads_change_nothing_but_speed(table: pa.Table) -> None:
+    from bridgehead.data.profile import Profiler
+
+    batches = table.to_batches(max_chunksize=20_000)
+    one = Profiler(table.schema, threads=1).run(batches).summary()
+    four = Profiler(table.schema, threads=4).run(batches).summary()
+    assert one == four

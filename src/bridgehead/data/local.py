@@ -51,14 +51,14 @@ def _absolute(location: str) -> str:
 def describe(location: str, fmt: str | None = None, *, progress: Progress | None = None) -> Described:
     """Digest and profile of a file in one go; ``progress`` is called with the rows of each batch."""
     source = open_source(location, fmt)
-    profiler = Profiler(source.schema)
     column_tags: dict[str, dict[str, Any]] = {}
-    for batch in source.batches():
-        if profiler.profile.row_count == 0:
-            column_tags = detect_columns(batch)  # personal data, judged on the first rows
-        profiler.update(batch)
-        if progress is not None:
-            progress(batch.num_rows)
+    with Profiler(source.schema) as profiler:
+        for batch in source.batches():
+            if profiler.profile.row_count == 0:
+                column_tags = detect_columns(batch)  # personal data, judged on the first rows
+            profiler.update(batch)
+            if progress is not None:
+                progress(batch.num_rows)
     profile = profiler.profile
     if profile.row_count == 0:
         raise BadRequest(

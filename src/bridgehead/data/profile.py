@@ -20,7 +20,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -323,10 +325,17 @@ class Profile:
     def empty(cls, schema: pa.Schema) -> Profile:
         return cls({f.name: ColumnProfile(f.name, str(f.type), column_kind(f.type)) for f in schema})
 
-    def update(self, batch: pa.RecordBatch | pa.Table) -> None:
+    def update(self, batch: pa.RecordBatch | pa.Table, pool: ThreadPoolExecutor | None = None) -> None:
+        """Adds a batch. With a pool, columns are profiled in parallel (numpy, Arrow and the sketches release
+        the GIL for most of the work); each column is only ever touched by one thread at a time."""
         self.row_count += batch.num_rows
-        for name, col in self.columns.items():
-            col.update(batch.column(name))
+        if pool is None:
+            for name, col in self.columns.items():
+                col.update(batch.column(name))
+            return
+        futures = [pool.submit(col.update, batch.column(name)) for name, col in self.columns.items()]
+        for future in futures:
+            future.result()
 
     def merge(self, other: Profile) -> Profile:
         """Adds `other` into this profile (same columns) and returns it."""
@@ -362,17 +371,32 @@ class Profile:
 
 
 class Profiler:
-    """Builds a profile from batches; `Profiler(schema).run(batches)` is the whole loop."""
+    """Builds a profile from batches; `Profiler(schema).run(batches)` is the whole loop. Columns are profiled
+    on ``threads`` threads (default: the machine's cores, at most 4); use it as a context manager, or call
+    `close`, when calling `update` yourself."""
 
-    def __init__(self, schema: pa.Schema) -> None:
+    def __init__(self, schema: pa.Schema, threads: int | None = None) -> None:
         self.profile = Profile.empty(schema)
+        workers = threads if threads is not None else min(os.cpu_count() or 1, 4)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="profile") if workers > 1 else None
 
     def update(self, batch: pa.RecordBatch | pa.Table) -> None:
-        self.profile.update(batch)
+        self.profile.update(batch, self._pool)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def __enter__(self) -> Profiler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def run(self, batches: Iterable[pa.RecordBatch]) -> Profile:
-        for batch in batches:
-            self.update(batch)
+        with self:
+            for batch in batches:
+                self.update(batch)
         return self.profile
 
 

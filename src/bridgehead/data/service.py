@@ -433,12 +433,13 @@ def upload_version(
     try:
         fs, full, local = store.locate(path)
         source = open_source(full, fmt or None, filesystem=None if local else fs)
-        profiler = Profiler(source.schema)
         detected: dict[str, dict[str, Any]] = {}
-        for batch in source.batches():
-            if not detected and profiler.profile.row_count == 0:
-                detected = detect_columns(batch)
-            profiler.update(batch)
+        # One thread: an upload must not take the server's cores from the requests it is answering.
+        with Profiler(source.schema, threads=1) as profiler:
+            for batch in source.batches():
+                if profiler.profile.row_count == 0:
+                    detected = detect_columns(batch)
+                profiler.update(batch)
         profile = profiler.profile
         if profile.row_count == 0:
             raise BadRequest(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
+import threading
 import zlib
 from typing import Any
 
@@ -39,23 +40,30 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 
 class _Powers:
-    """P**i and P**-i modulo 2**64 for i < n, grown on demand (one per process; read-only once built)."""
+    """P**i and P**-i modulo 2**64 for i < n, grown on demand. Profiling threads share it: a grown pair
+    replaces the old one in one assignment, and readers use the pair they were handed."""
 
     def __init__(self) -> None:
-        self.forward = np.ones(1, dtype=_U64)
-        self.inverse = np.ones(1, dtype=_U64)
+        self.pair = (np.ones(1, dtype=_U64), np.ones(1, dtype=_U64))
+        self.lock = threading.Lock()
 
-    def ensure(self, n: int) -> None:
-        if n <= len(self.forward):
-            return
-        size = max(n, 2 * len(self.forward))
-        with np.errstate(over="ignore"):
-            self.forward = np.cumprod(
-                np.concatenate([[_U64(1)], np.full(size - 1, _P, dtype=_U64)]), dtype=_U64
-            )
-            self.inverse = np.cumprod(
-                np.concatenate([[_U64(1)], np.full(size - 1, _P_INV, dtype=_U64)]), dtype=_U64
-            )
+    def at_least(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        pair = self.pair
+        if n <= len(pair[0]):
+            return pair
+        with self.lock:
+            if n <= len(self.pair[0]):
+                return self.pair
+            size = max(n, 2 * len(self.pair[0]))
+            with np.errstate(over="ignore"):
+                forward = np.cumprod(
+                    np.concatenate([[_U64(1)], np.full(size - 1, _P, dtype=_U64)]), dtype=_U64
+                )
+                inverse = np.cumprod(
+                    np.concatenate([[_U64(1)], np.full(size - 1, _P_INV, dtype=_U64)]), dtype=_U64
+                )
+            self.pair = (forward, inverse)
+            return self.pair
 
 
 _POWERS = _Powers()
@@ -83,16 +91,16 @@ def _hash_strings(arr: pa.Array) -> np.ndarray:
     size = last - first
     starts = offsets[:-1] - first
     ends = offsets[1:] - first
-    _POWERS.ensure(size + 1)
+    forward, inverse = _POWERS.at_least(size + 1)
     with np.errstate(over="ignore"):
         running = np.empty(size + 1, dtype=_U64)
         running[0] = 0
         terms = running[1:]
-        np.multiply(data[first:last], _POWERS.forward[:size], out=terms, dtype=_U64, casting="unsafe")
+        np.multiply(data[first:last], forward[:size], out=terms, dtype=_U64, casting="unsafe")
         np.cumsum(terms, out=terms)
         sums = running[ends]
         sums -= running[starts]
-        sums *= _POWERS.inverse[starts]
+        sums *= inverse[starts]
         sums ^= _mix((ends - starts).astype(_U64))
         return _mix(sums)
 
