@@ -177,4 +177,10 @@ def test_threads_change_nothing_but_speed(table: pa.Table) -> None:
     batches = table.to_batches(max_chunksize=20_000)
     one = Profiler(table.schema, threads=1).run(batches).summary()
     four = Profiler(table.schema, threads=4).run(batches).summary()
+    # KLL compaction is randomized, so quantiles and histograms vary run to run within the rank error
+    # (checked above); everything else is exact and must be identical.
+    for a, b in zip(one["columns"], four["columns"], strict=True):
+        for varying in ("quantiles", "histogram"):
+            a.pop(varying, None)
+            b.pop(varying, None)
     assert one == four
