@@ -190,7 +190,9 @@ def peers_python() -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--quick", action="store_true", help="200,000 rows (overrides --rows)")
     parser.add_argument("--no-peers", action="store_true", help="Bridgehead only; nothing is installed")
@@ -214,8 +216,15 @@ def main() -> None:
         if results[key]["rows"] != rows:
             raise SystemExit(f"{key} saw {results[key]['rows']} rows, the file has {rows}")
     if not results["bridgehead_validate"]["passed"]:
-        raise SystemExit(f"the contract failed on the generated file: {results['bridgehead_validate']['failed']}")
-    figures: dict[str, object] = {"rows": rows, "columns": 20, "file_mb": round(size_mb, 1), "peers": not args.no_peers}
+        raise SystemExit(
+            f"the contract failed on the generated file: {results['bridgehead_validate']['failed']}"
+        )
+    figures: dict[str, object] = {
+        "rows": rows,
+        "columns": 20,
+        "file_mb": round(size_mb, 1),
+        "peers": not args.no_peers,
+    }
     if not args.no_peers:
         python = peers_python()
         for job in ("whylogs_profile", "ydata_profile", "gx_validate"):

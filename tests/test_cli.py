@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import subprocess
 import time
 from pathlib import Path
@@ -140,7 +142,52 @@ def test_demo_seeds_an_organization_and_serves(tmp_path: Path) -> None:
         )
         runs = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
         flavors = {f for (f,) in conn.execute(text("SELECT DISTINCT flavor FROM model_versions"))}
+        datasets = dict(
+            conn.execute(
+                text(
+                    "SELECT d.name, count(v.id) FROM datasets d JOIN dataset_versions v ON v.dataset_id = d.id "
+                    "GROUP BY d.name"
+                )
+            ).all()
+        )
+        validations = dict(
+            conn.execute(
+                text(
+                    "SELECT d.name, v.passed FROM dataset_validations v JOIN datasets d ON d.id = v.dataset_id"
+                )
+            ).all()
+        )
+        derivations = conn.execute(text("SELECT transformation FROM dataset_derivations")).scalars().all()
+        training_inputs = conn.execute(
+            text(
+                "SELECT count(*) FROM dataset_inputs i JOIN dataset_versions v ON v.digest = i.digest "
+                "JOIN datasets d ON d.id = v.dataset_id AND d.name = i.name"
+            )
+        ).scalar_one()
+        tags = conn.execute(
+            text(
+                "SELECT v.column_tags FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id "
+                "WHERE d.name = 'credit-applications-2026'"
+            )
+        ).scalar_one()
     seeded.dispose()
+    # Data: the training data (passes its contract; PII and a protected attribute tagged), a messy export
+    # (fails its contract) and its standardized derivative; the three SDK runs used the registered file.
+    assert datasets == {
+        "credit-applications-2026": 1,
+        "branch-applications": 1,
+        "branch-applications-clean": 1,
+    }
+    assert {k: bool(v) for k, v in validations.items()} == {
+        "credit-applications-2026": True,
+        "branch-applications": False,
+    }
+    assert derivations == ["standardize: dates, decimals, region spellings"]
+    assert training_inputs == 3
+    column_tags = json.loads(tags) if isinstance(tags, str) else tags
+    assert column_tags["applicant_email"]["tags"] == ["pii"] and column_tags["gender"]["tags"] == [
+        "protected"
+    ]
     assert units == 3
     assert len(roles) == 8
     # Real models logged through the SDK (retail) and through the unchanged mlflow client (lending).

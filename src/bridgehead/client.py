@@ -485,6 +485,11 @@ class Client:
             ValidationOut, "POST", f"/api/v1/datasets/{_path(dataset_id)}/validations", json=body
         )
 
+    def validate_dataset_version(self, dataset_id: str, version: int) -> ValidationOut:
+        """Validate an uploaded version against its dataset's contract on the server (the report is kept)."""
+        url = f"/api/v1/datasets/{_path(dataset_id)}/versions/{int(version)}/validate"
+        return self._json(ValidationOut, "POST", url)
+
     # --- helpers ------------------------------------------------------------------------------
 
     @staticmethod

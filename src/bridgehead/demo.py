@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bridgehead.audit.service import Actor
@@ -11,7 +13,7 @@ from bridgehead.org import service
 from bridgehead.org.models import BusinessUnit
 from bridgehead.store import Database
 
-__all__ = ["DEMO_PASSWORD", "demo_tokens", "seed", "train_models"]
+__all__ = ["DEMO_PASSWORD", "demo_tokens", "register_data", "seed", "train_models"]
 
 DEMO_PASSWORD = "bridgehead-demo"  # noqa: S105 — printed to the user on purpose; demo data only
 DOMAIN = "demo.bridgehead.dev"
@@ -103,6 +105,118 @@ def _credit_data(seed: int = 7) -> Any:
     return frame
 
 
+TRAINING_CONTRACT = """
+columns:
+  applicant_email: {type: string, nullable: false, regex: "^[^@ ]+@[^@ ]+$"}
+  gender: {type: string, allowed_values: [female, male, other]}
+  income_k: {type: number, max_null_share: 0.01}
+  defaulted: {type: integer, allowed_values: [0, 1]}
+rows: {min: 1000}
+"""
+
+BRANCH_CONTRACT = """
+columns:
+  application_id: {type: string, nullable: false, unique: true, regex: "^BR-[0-9]{6}$"}
+  applied_on: {type: date, nullable: false, standardize: {date_format: "%d/%m/%Y"}}
+  amount_eur: {type: number, min: 0, standardize: {decimal_separator: ",", thousands_separator: "."}}
+  region: {type: string, allowed_values: [north, south, east, west],
+           standardize: {strip: true, case: lower, map: {N: north, S: south, E: east, W: west}}}
+rows: {min: 100}
+"""
+
+
+def _applicants(data: Any, seed: int = 7) -> Any:
+    """The credit data as the bank holds it: with the applicant's name and e-mail (personal data) and
+    gender (a protected attribute the fairness audit will group by)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    first = ["Anna", "John", "Maria", "David", "Sophie", "Lukas", "Emma", "Omar", "Julia", "Peter"]
+    last = ["Schmidt", "Smith", "Rossi", "Dubois", "Jansen", "Novak", "Garcia", "Kowalski"]
+    frame = data.copy()
+    names = [f"{first[i % len(first)]} {last[(i * 7) % len(last)]}" for i in range(len(frame))]
+    frame.insert(0, "applicant_name", names)
+    frame.insert(1, "applicant_email", [f"applicant{i}@mail.example" for i in range(len(frame))])
+    frame.insert(2, "gender", rng.choice(["female", "male", "other"], len(frame), p=[0.49, 0.49, 0.02]))
+    return frame
+
+
+def _branch_export(seed: int = 3) -> str:
+    """A second source in the usual mess: day-first dates, decimal commas, region spellings, and a few
+    rows that no clean-up can save (an unknown region, a date that is not one)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    spellings = ["North", " north", "N", "south", "S", "SOUTH ", "East", "E", "west", "W"]
+    lines = ["application_id,applied_on,amount_eur,region"]
+    for i in range(400):
+        day, month = int(rng.integers(1, 29)), int(rng.integers(1, 12))
+        amount = f"{int(rng.integers(1, 90))}.{int(rng.integers(0, 999)):03d},{int(rng.integers(0, 99)):02d}"
+        region = spellings[i % len(spellings)]
+        date = f"{day:02d}/{month:02d}/2026"
+        if i in (17, 230):
+            region = "Nrth"  # a spelling the contract does not know
+        if i == 311:
+            date = "31/02/2026"  # not a date
+        lines.append(f"BR-{100000 + i},{date},\"{amount}\",{region}")
+    return "\n".join(lines) + "\n"
+
+
+def register_data(url: str, token: str, say: Callable[[str], None], workdir: Path) -> Path:
+    """Register the demo's data the way a data engineer would: the credit applications (uploaded, with PII
+    and a protected attribute, passing its contract), a messy branch export (failing its contract, visibly),
+    and its standardized version derived from it. Returns the training file the models will log."""
+    import polars as pl
+
+    import bridgehead as bh
+    from bridgehead.data.contracts import parse_contract, standardize
+    from bridgehead.data.local import describe
+
+    client = bh.Client(url, token)
+    training = workdir / "credit-applications-2026.parquet"
+    _applicants(_credit_data()).to_parquet(training, index=False)
+    say("registering credit-applications-2026 (PII and a protected attribute, with a contract)")
+    credit = client.create_dataset(
+        "credit-applications-2026",
+        description="Consumer credit applications with the default outcome 12 months later.",
+        source_system="Loan origination (LOS)",
+        contract=TRAINING_CONTRACT,
+    )
+    client.upload_dataset_version(credit.id, training.name, training)
+    client.validate_dataset_version(credit.id, 1)
+
+    say("registering branch-applications (a messy export that fails its contract)")
+    raw = workdir / "branch-applications.csv"
+    raw.write_text(_branch_export())
+    branch = client.create_dataset(
+        "branch-applications",
+        description="Weekly CSV export from the branch network: day-first dates, decimal commas.",
+        source_system="Branch CRM export",
+        contract=BRANCH_CONTRACT,
+    )
+    raw_version = client.upload_dataset_version(branch.id, raw.name, raw)
+    client.validate_dataset_version(branch.id, 1)
+
+    clean = workdir / "branch-applications-clean.parquet"
+    contract = parse_contract(BRANCH_CONTRACT)
+    standardize(pl.scan_csv(raw, infer_schema=False), contract).collect().write_parquet(clean)
+    cleaned = client.create_dataset(
+        "branch-applications-clean",
+        description="The branch export with the contract's standardization applied.",
+        source_system="Bridgehead standardization",
+    )
+    described = describe(str(clean))
+    client.register_dataset_version(
+        cleaned.id,
+        **described.registration(),
+        parents=[
+            {"version_id": raw_version.id, "transformation": "standardize: dates, decimals, region spellings"}
+        ],
+    )
+    client.close()
+    return training
+
+
 def train_models(url: str, tokens: dict[str, str], say: Callable[[str], None]) -> None:
     """Train real models on generated credit data; log them with the SDK (retail) and with the real
     mlflow client (lending), and register them with aliases."""
@@ -114,6 +228,8 @@ def train_models(url: str, tokens: dict[str, str], say: Callable[[str], None]) -
     import bridgehead as bh
 
     data = _credit_data()
+    workdir = Path(tempfile.mkdtemp(prefix="bridgehead-demo-data-"))
+    training = register_data(url, tokens["ds.retail"], say, workdir)
     x_train, x_test, y_train, y_test = train_test_split(
         data[FEATURES], data["defaulted"], test_size=0.3, random_state=0
     )
@@ -132,7 +248,8 @@ def train_models(url: str, tokens: dict[str, str], say: Callable[[str], None]) -
         say(f"training {name} (SDK, Retail Banking)")
         with bh.start_run(run_name=name):
             bh.log_params(params)
-            bh.log_dataset(data, name="credit-applications-2026", context="training")
+            # The file registered above: same bytes, same digest, so lineage links the run to that version.
+            bh.log_dataset(training, name="credit-applications-2026", context="training")
             model.fit(x_train, y_train)
             if hasattr(model, "staged_predict_proba"):
                 for step, proba in enumerate(model.staged_predict_proba(x_test)):

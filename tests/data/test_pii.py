@@ -50,6 +50,7 @@ def test_look_alikes_are_not_personal_data() -> None:
             "code": ["GB00 WEST 1234 5698 7654 32", "DE00370400440532013000", "XX12ABC"],  # mod 97 fails
             "product": ["red chair", "blue table", "lamp"],
             "version": ["1.2.3.4.5", "2.0", "3.1"],
+            "applied_on": ["23/01/2026", "2026-11-26", "01.02.2025"],  # dates, not phone numbers
         }
     )
     assert detect_columns(table) == {}

@@ -124,6 +124,7 @@ _CARD = re.compile(r"^[0-9][0-9 \-]{11,21}[0-9]$")
 _SSN = re.compile(r"^(?!000|666|9[0-9]{2})[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}$")
 _NINO = re.compile(r"^(?![DFIQUV])[A-Z](?![DFIQUVO])[A-Z] ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]$")
 _BSN = re.compile(r"^[0-9]{9}$")
+_DATE = re.compile(r"^([0-9]{1,4})[/.\-]([0-9]{1,2})[/.\-]([0-9]{1,4})([ T].*)?$")
 
 
 def luhn_ok(text: str) -> bool:
@@ -170,6 +171,8 @@ def _phone_ok(text: str) -> bool:
     digits = sum(c.isdigit() for c in text)
     # A bare run of digits is as likely an order or account number: a phone number shows its "+" or its grouping.
     shaped = text.startswith("+") or any(c in text for c in " ()-./")
+    if _DATE.match(text):
+        return False  # 23/01/2026 has the digits and the separators of a phone number
     return shaped and bool(_PHONE.match(text)) and 8 <= digits <= 15 and not luhn_ok(text)
 
 
