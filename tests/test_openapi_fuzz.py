@@ -116,7 +116,17 @@ def _tracking_ids(client: TestClient, owner: Member) -> dict[str, str]:
             "/api/v1/registered-models/fuzz-model/aliases/champion", headers=headers, json={"version": 1}
         )
     )
+    dataset = ok(client.post("/api/v1/datasets", headers=headers, json={"name": "fuzz-data"}))
+    csv = b"a,email\n1,x@example.com\n2,y@example.com\n"
+    ok(client.put(f"/api/v1/datasets/{dataset['id']}/upload/data.csv", headers=headers, content=csv))
+    ok(
+        client.put(
+            f"/api/v1/datasets/{dataset['id']}/contract", headers=headers, json={"contract": "rows: {min: 1}"}
+        )
+    )
     return {
+        "dataset_id": dataset["id"],
+        "filename": "data.csv",
         "experiment_id": experiment["id"],
         "run_id": run["id"],
         "key": "loss",
@@ -267,6 +277,30 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "tags": {"t": "v"},
     },
     ("PUT", "/api/v1/registered-models/{name}/aliases/{alias}"): {"version": 1},
+    ("POST", "/api/v1/datasets"): {
+        "name": "sweep-data",
+        "description": "d",
+        "source_system": "s",
+        "tags": {"t": "v"},
+        "visibility": "private",
+        "contract": "rows: {min: 1}",
+    },
+    ("PATCH", "/api/v1/datasets/{dataset_id}"): {"description": "d", "source_system": "s"},
+    ("POST", "/api/v1/datasets/{dataset_id}/versions"): {
+        "digest": "a" * 64,
+        "location": "s3://b/k.parquet",
+        "format": "parquet",
+        "row_count": 3,
+        "columns": [{"name": "a", "type": "int64"}],
+    },
+    ("PUT", "/api/v1/datasets/{dataset_id}/versions/{version}/column-tags"): {"columns": {"a": ["pii"]}},
+    ("PUT", "/api/v1/datasets/{dataset_id}/contract"): {"contract": "rows: {min: 1}"},
+    ("POST", "/api/v1/datasets/{dataset_id}/validations"): {
+        "version": 1,
+        "location": "x",
+        "report": {"passed": True, "row_count": 1, "expectations": []},
+    },
+    ("PUT", "/api/v1/datasets/{dataset_id}/policy"): {"units": [], "roles": ["data_scientist"]},
 }
 
 # PostgreSQL refuses NUL in text; SQLite stores it.

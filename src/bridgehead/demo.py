@@ -158,7 +158,7 @@ def _branch_export(seed: int = 3) -> str:
             region = "Nrth"  # a spelling the contract does not know
         if i == 311:
             date = "31/02/2026"  # not a date
-        lines.append(f"BR-{100000 + i},{date},\"{amount}\",{region}")
+        lines.append(f'BR-{100000 + i},{date},"{amount}",{region}')
     return "\n".join(lines) + "\n"
 
 

@@ -178,12 +178,12 @@ def test_overview_lists_every_area_and_coming_areas_render_in_the_shell(page: Pa
     shot(page, "overview.png")
 
     with page.expect_navigation():
-        nav.filter(has_text=re.compile(r"^Data$")).click()
-    assert path_of(page) == "/data"
-    expect(page.locator(".shell .content h1")).to_have_text("Data")
+        nav.filter(has_text=re.compile(r"^Portfolio$")).click()
+    assert path_of(page) == "/portfolio"
+    expect(page.locator(".shell .content h1")).to_have_text("Portfolio")
     expect(page.locator(".empty")).to_contain_text("not available in this release yet")
-    expect(page.locator(".topbar .crumbs")).to_have_text("Data")
-    expect(nav.filter(has_text=re.compile(r"^Data$"))).to_have_class(re.compile(r"\bactive\b"))
+    expect(page.locator(".topbar .crumbs")).to_have_text("Portfolio")
+    expect(nav.filter(has_text=re.compile(r"^Portfolio$"))).to_have_class(re.compile(r"\bactive\b"))
 
 
 def test_admin_manages_the_organization(page: Page, new_context: Any) -> None:

@@ -1,4 +1,4 @@
-"""Registers the datasets API."""
+"""Registers the datasets API and the Data pages."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from bridgehead.hookspecs import hookimpl
 from bridgehead.web import Console
 
-ROUTERS = ("bridgehead.data.routes",)
+ROUTERS = ("bridgehead.data.routes", "bridgehead.data.pages")
 
 
 @hookimpl

@@ -4,9 +4,12 @@
  * <script type="application/json" id="<id>">. The page carries no inline script (the Content-Security-Policy
  * allows only same-origin script files); a JSON island is data, never executed.
  *
- * Island: {"kind": "line" | "dots", "title": "val_auc", "x_title": "step", "series": [...]}
+ * Island: {"kind": "line" | "dots" | "histogram" | "bars", "title": "val_auc", "x_title": "step", "series": [...]}
  *   line: one series per run, {"name", "x": steps, "y": values (null = gap), "color": palette index}
  *   dots: one series, {"name", "x": values, "y": run labels, "colors": palette index per run}
+ *   histogram: one series, {"x": bin centres, "y": counts, "width": bin widths, "low", "high": bin edges};
+ *     "dates": true puts x on a date axis (centres as timestamps, widths in milliseconds)
+ *   bars: one series, horizontal, {"x": counts, "y": labels}, most frequent first; "height" in pixels
  */
 (function () {
   "use strict";
@@ -45,6 +48,39 @@
 
   function traces(spec) {
     return spec.series.map(function (s) {
+      if (spec.kind === "histogram") {
+        return {
+          type: "bar",
+          name: s.name,
+          x: s.x,
+          y: s.y,
+          width: s.width,
+          customdata: s.low.map(function (low, i) {
+            return [low, s.high[i]];
+          }),
+          marker: { color: color(0), opacity: 0.85, line: { width: 1, color: "#ffffff" } },
+          hovertemplate: spec.dates
+            ? "%{customdata[0]} – %{customdata[1]}<br><b>%{y:,}</b> rows<extra></extra>"
+            : "%{customdata[0]:.4~g} – %{customdata[1]:.4~g}<br><b>%{y:,}</b> rows<extra></extra>",
+        };
+      }
+      if (spec.kind === "bars") {
+        return {
+          type: "bar",
+          orientation: "h",
+          name: s.name,
+          x: s.x,
+          y: s.y,
+          marker: { color: color(0), opacity: 0.85 },
+          text: s.x.map(function (v) {
+            return v.toLocaleString();
+          }),
+          textposition: "outside",
+          textfont: { size: 11, color: MUTED },
+          cliponaxis: false,
+          hovertemplate: "%{y}<br><b>%{x:,}</b> rows<extra></extra>",
+        };
+      }
       if (spec.kind === "dots") {
         return {
           type: "scatter",
@@ -127,6 +163,26 @@
       hovermode: "x unified",
       hoverlabel: { bgcolor: "#ffffff", bordercolor: AXIS, font: { family: FONT, size: 12, color: INK } },
     };
+    if (spec.kind === "histogram") {
+      base.bargap = 0;
+      base.hovermode = "closest";
+      base.xaxis.title.text = "";
+      if (spec.dates) {
+        base.xaxis.type = "date";
+      }
+    }
+    if (spec.kind === "bars") {
+      base.hovermode = "closest";
+      base.xaxis.title.text = "";
+      base.xaxis.rangemode = "tozero";
+      base.yaxis = axis("", true);
+      base.yaxis.type = "category";
+      base.yaxis.autorange = "reversed";
+      base.yaxis.ticks = "";
+      base.yaxis.showline = false;
+      base.yaxis.tickfont = { size: 11, color: INK };
+      base.margin.r = 36;
+    }
     return spec.kind === "dots" ? dotsLayout(spec, base) : base;
   }
 
@@ -149,6 +205,9 @@
     } catch (err) {
       el.textContent = "The chart data could not be read.";
       return;
+    }
+    if (spec.height) {
+      el.style.height = spec.height + "px";
     }
     window.Plotly.newPlot(el, traces(spec), layout(spec), CONFIG).then(function () {
       el.classList.add("chart-ready");
