@@ -143,3 +143,35 @@ def test_cli_register_and_record_a_validation(
     assert validations["total"] == 1 and validations["items"][0]["passed"]
     code, _, err = _cli(["data", "register", str(tmp_path / "nope.parquet"), "--name", "cli-people"])
     assert code == 2 and "no such file" in err
+
+
+def test_cli_standardize_cleans_a_messy_export(tmp_path: Path) -> None:
+    messy = tmp_path / "branch.csv"
+    messy.write_text(
+        'id,applied_on,amount,region\n1,26/11/2026,"1.234,50", North\n2,01/02/2026,"12,00",S\n3,31/02/2026,"7,5",N\n'
+    )
+    contract = tmp_path / "contract.yaml"
+    contract.write_text(
+        """
+columns:
+  applied_on: {type: date, nullable: false, standardize: {date_format: "%d/%m/%Y"}}
+  amount: {type: number, standardize: {decimal_separator: ",", thousands_separator: "."}}
+  region: {type: string, allowed_values: [north, south],
+           standardize: {strip: true, case: lower, map: {N: north, S: south}}}
+"""
+    )
+    out = tmp_path / "clean.parquet"
+    code, stdout, err = _cli(
+        ["data", "standardize", str(messy), "--contract", str(contract), "--output", str(out)]
+    )
+    assert code == 0, err
+    assert "wrote 3 rows" in stdout
+    clean = pq.read_table(out).to_pydict()
+    assert clean["amount"] == [1234.5, 12.0, 7.5]
+    assert clean["region"] == ["north", "south", "north"]
+    assert [d.isoformat() if d else None for d in clean["applied_on"]] == ["2026-11-26", "2026-02-01", None]
+    # The clean file now fails only where no rule could help: the impossible date.
+    code, stdout, _ = _cli(["data", "validate", str(out), "--contract", str(contract), "--json"])
+    assert code == 1
+    failed = [e["id"] for e in json.loads(stdout)["expectations"] if not e["passed"]]
+    assert failed == ["applied_on.not_null"]

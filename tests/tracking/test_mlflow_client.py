@@ -10,10 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
 from bridgehead.audit.models import AuditEvent
+from bridgehead.data import service as data_service
 from bridgehead.registry import service as registry
 from bridgehead.settings import Settings
 from bridgehead.tracking import logged_models
@@ -33,6 +35,7 @@ def live(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_mlflow_client_end_to_end(live: Live, tmp_path: Path) -> None:
     import mlflow
+    import mlflow.data
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
     from sklearn.linear_model import LogisticRegression
@@ -57,6 +60,10 @@ def test_mlflow_client_end_to_end(live: Live, tmp_path: Path) -> None:
         run_id = run.info.run_id
         mlflow.log_param("C", 1.0)
         mlflow.log_params({"penalty": "l2", "solver": "lbfgs"})
+        features = mlflow.data.from_pandas(
+            pd.DataFrame(x, columns=["income", "debt", "age", "email_len"]), name="credit-2025"
+        )
+        mlflow.log_input(features, context="training")
         for step, loss in enumerate([0.9, 0.6, 0.4]):
             mlflow.log_metric("loss", loss, step=step)
         mlflow.log_metrics({"accuracy": accuracy, "f1": 0.8})
@@ -156,6 +163,11 @@ def test_mlflow_client_end_to_end(live: Live, tmp_path: Path) -> None:
         assert registry.get_version_by_alias(session, principal, "credit-clf", "champion").version == 1
         logged = logged_models.get_logged_model(session, principal, info.model_id)
         assert logged.status == "LOGGED_MODEL_READY" and logged.source_run_id == run_id
+        # The input logged through mlflow is a dataset version natively, with mlflow's digest and row count.
+        dataset = data_service.dataset_by_name(session, principal, "credit-2025")
+        [data_version] = data_service.list_versions(session, dataset)
+        assert data_version.digest == features.digest and data_version.row_count == 120
+        assert data_version.origin == "tracking" and data_version.column_tags["age"]["tags"] == ["protected"]
         actions = set(session.scalars(select(AuditEvent.action)))
     assert {"experiment.create", "model.create", "model_version.create", "model.set_alias"} <= actions
 

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bridgehead.data.contracts import Contract, ContractReport, parse_contract
-from bridgehead.data.local import Described, describe, validate_location
+from bridgehead.data.local import Described, describe, standardize_location, validate_location
 from bridgehead.data.profile import Profile
 from bridgehead.errors import BridgeheadError
 
@@ -168,6 +168,32 @@ def validate_command(
                 out.print(f"[bold]{e.id}[/bold] sample rows: {json.dumps(e.sample[:3], default=str)}")
     if not report.passed:
         raise typer.Exit(1)
+
+
+@data_cli.command("standardize")
+def standardize_command(
+    path: PathArg,
+    contract: Annotated[
+        Path, typer.Option(help="Contract YAML with standardize blocks.", exists=True, dir_okay=False)
+    ],
+    output: Annotated[Path, typer.Option(help="Where to write the cleaned data (Parquet).", dir_okay=False)],
+    format: FormatOpt = None,
+) -> None:
+    """Apply the contract's standardization (date formats, decimal separators, category spellings, case,
+    whitespace) to a file and write the result as Parquet, streaming: the clean-up on ingest. Values no rule
+    can parse become null, for the contract to report. Register the output as its own dataset version."""
+    try:
+        checked = parse_contract(contract.read_text())
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] the contract is not valid: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        with err.status(f"standardizing {path}…"):
+            rows = standardize_location(path, checked, output, format)
+    except BridgeheadError as exc:
+        _fail(exc)
+        return
+    out.print(f"wrote {rows:,} rows to {output}")
 
 
 @data_cli.command("register")

@@ -196,6 +196,11 @@ def standardize(frame: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
 def _standardized(col: pl.Expr, dtype: pl.DataType, rule: ColumnRule) -> pl.Expr:
     std = rule.standardize
     assert std is not None
+    # Already in the target type (a file standardized before, or a typed source): nothing to parse.
+    if std.date_format and (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
+        return col
+    if (std.decimal_separator or std.thousands_separator) and dtype.is_numeric():
+        return col
     text = col if dtype == pl.String else col.cast(pl.String)
     touched = False
     if std.strip:

@@ -16,7 +16,7 @@ from bridgehead.data.profile import Profile, Profiler
 from bridgehead.data.readers import DataSource, file_digest, open_source
 from bridgehead.errors import BadRequest
 
-__all__ = ["Described", "describe", "mixed_type_columns", "validate_location"]
+__all__ = ["Described", "describe", "mixed_type_columns", "standardize_location", "validate_location"]
 
 Progress = Callable[[int], None]
 
@@ -108,3 +108,14 @@ def validate_location(location: str, contract: Contract, fmt: str | None = None)
         return validate_frame(frame, contract)
     except pl.exceptions.PolarsError as exc:
         raise BadRequest(f"cannot validate {location}: {exc}", details={"file": location}) from exc
+
+
+def standardize_location(location: str, contract: Contract, output: Path, fmt: str | None = None) -> int:
+    """Writes the contract's standardization of a file as Parquet (streaming); returns the rows written."""
+    source = open_source(location, fmt)
+    frame: pl.LazyFrame = standardize(source.lazy(), contract)
+    try:
+        frame.sink_parquet(output)
+    except pl.exceptions.PolarsError as exc:
+        raise BadRequest(f"cannot standardize {location}: {exc}", details={"file": location}) from exc
+    return int(pl.scan_parquet(output).select(pl.len()).collect().item())
