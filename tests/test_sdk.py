@@ -343,6 +343,9 @@ def test_artifacts_and_file_datasets(me: Member, tmp_path: Path) -> None:
     import hashlib
 
     assert info.digest == hashlib.sha256(table.read_bytes()).hexdigest()
+    # The run sits in the shared default experiment; the logged file is registered in the author's unit.
+    registered = client.find_dataset("train.csv")
+    assert registered is not None and registered.business_unit_id == me.business_unit_id
 
 
 def test_sdk_configuration_and_errors(client: TestClient, orgs: Org, monkeypatch: pytest.MonkeyPatch) -> None:

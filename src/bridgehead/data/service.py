@@ -379,13 +379,18 @@ def ensure_dataset_version(
         name = _check_name(name)
     except ValidationFailed:
         return None
+    if not principal.can_see_unit(business_unit_id):
+        # A run in a shared experiment of another unit (e.g. the central default): the data is the
+        # author's, so it is registered in the author's own unit.
+        business_unit_id = principal.business_unit_id
     dataset = session.scalar(
         select(Dataset).where(Dataset.business_unit_id == business_unit_id, Dataset.name == name)
     )
     if dataset is None:
-        dataset = create_dataset(session, principal, name, business_unit_id=business_unit_id)
-    elif not principal.can_see_unit(dataset.business_unit_id):
-        return None
+        try:
+            dataset = create_dataset(session, principal, name, business_unit_id=business_unit_id)
+        except (NotFound, AlreadyExists):
+            return None
     try:
         version, _ = register_version(
             session,
