@@ -76,7 +76,19 @@ def _command_paths(command: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield from _command_paths(sub, path)
 
 
-CLI_PATHS = dict(_command_paths(typer.main.get_command(cli)))
+def _full_cli() -> Any:
+    """The CLI as `bridgehead` runs it: with the commands plugins add (main() registers them the same way)."""
+    from bridgehead.hookspecs import plugin_manager
+
+    full = typer.Typer()
+    full.registered_commands = list(cli.registered_commands)
+    full.registered_groups = list(cli.registered_groups)
+    full.registered_callback = cli.registered_callback
+    plugin_manager(load_entry_points=False).hook.register_commands(cli=full)
+    return typer.main.get_command(full)
+
+
+CLI_PATHS = dict(_command_paths(_full_cli()))
 
 
 def _cli_sections() -> dict[str, str]:
@@ -94,7 +106,15 @@ def _cli_sections() -> dict[str, str]:
 
 
 def test_cli_walk_finds_the_commands() -> None:
-    assert {"server", "db upgrade", "audit verify", "token create"} <= set(CLI_PATHS)
+    assert {
+        "server",
+        "db upgrade",
+        "audit verify",
+        "token create",
+        "endpoint deploy",
+        "serve",
+        "score",
+    } <= set(CLI_PATHS)
 
 
 @pytest.mark.parametrize("path", sorted(CLI_PATHS))
@@ -263,7 +283,18 @@ def _recorded_actions() -> set[str]:
     """Action strings passed to record(session, actor, "<action>", ...) anywhere in src/."""
     actions = set()
     for path in SRC.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        # A module may spell its actions out in a dict named AUDIT_EVENTS and pass AUDIT_EVENTS[kind].
+        events = [
+            v.value
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            and any(getattr(t, "id", None) == "AUDIT_EVENTS" for t in node.targets)
+            and isinstance(node.value, ast.Dict)
+            for v in node.value.values
+            if isinstance(v, ast.Constant)
+        ]
+        for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             if getattr(node.func, "id", getattr(node.func, "attr", None)) != "record":
@@ -272,6 +303,11 @@ def _recorded_actions() -> set[str]:
             # `"x.delete" if ... else "x.restore"` names two actions.
             candidates += [b for c in candidates if isinstance(c, ast.IfExp) for b in (c.body, c.orelse)]
             actions |= {str(c.value) for c in candidates if isinstance(c, ast.Constant)}
+            if any(
+                isinstance(c, ast.Subscript) and getattr(c.value, "id", None) == "AUDIT_EVENTS"
+                for c in candidates
+            ):
+                actions |= {str(e) for e in events}
     return actions
 
 

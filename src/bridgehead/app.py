@@ -119,13 +119,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.artifacts.check_writable()
         # What start-up built lives as long as the process: keep it out of the collector's sight, so that
         # full collections, triggered by the many short-lived objects of a large request, stay short.
+        pm.hook.startup(app=app)
         gc.collect()
         gc.freeze()
         log.info(
             "bridgehead started", extra={"version": __version__, "database": db.engine.url.render_as_string()}
         )
-        yield
-        db.dispose()
+        try:
+            yield
+        finally:
+            pm.hook.shutdown(app=app)
+            db.dispose()
 
     app = BridgeheadApp(
         title="Bridgehead",
@@ -148,7 +152,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.fast_lanes = []
 
     _install_error_handlers(app, console)
-    pm.hook.register_routes(app=app, console=console)
+    if settings.serve_endpoint:
+        from bridgehead.serving.plugin import setup_inference
+
+        setup_inference(app)
+    else:
+        pm.hook.register_routes(app=app, console=console)
 
     @app.get("/healthz", tags=["health"], include_in_schema=True)
     def healthz() -> dict[str, str]:

@@ -15,7 +15,7 @@ Pass ``http=`` to reuse an ``httpx.Client`` (connection pooling, proxies, custom
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import quote
@@ -41,6 +41,7 @@ from bridgehead.registry.schemas import (
     VersionOut,
 )
 from bridgehead.schemas import Page
+from bridgehead.serving.schemas import EndpointOut, FeedbackOut, PredictOut, RevisionOut
 from bridgehead.tracking.schemas import (
     ArtifactList,
     ArtifactWritten,
@@ -489,6 +490,75 @@ class Client:
         """Validate an uploaded version against its dataset's contract on the server (the report is kept)."""
         url = f"/api/v1/datasets/{_path(dataset_id)}/versions/{int(version)}/validate"
         return self._json(ValidationOut, "POST", url)
+
+    # --- endpoints ----------------------------------------------------------------------------
+
+    def list_endpoints(self, *, environment: str | None = None) -> list[EndpointOut]:
+        params = {"environment": environment} if environment else {}
+        data = self.request("GET", "/api/v1/endpoints", params=params).json()
+        return [EndpointOut.model_validate(e) for e in data]
+
+    def get_endpoint(self, name: str) -> EndpointOut:
+        return self._json(EndpointOut, "GET", f"/api/v1/endpoints/{_path(name)}")
+
+    def deploy(self, endpoint: str, model: str, version: str | int, **options: Any) -> EndpointOut:
+        """Deploy ``model`` version (number, alias or "latest") to ``endpoint``; options: environment,
+        strategy (replace, canary, ab, shadow), weight, description, reason, business_unit_id."""
+        body = {
+            "model": model,
+            "version": str(version),
+            **{k: v for k, v in options.items() if v is not None},
+        }
+        return self._json(EndpointOut, "POST", f"/api/v1/endpoints/{_path(endpoint)}/deploy", json=body)
+
+    def set_traffic(
+        self,
+        endpoint: str,
+        routes: Sequence[tuple[str, str | int, float]],
+        shadows: Sequence[tuple[str, str | int]] = (),
+        reason: str = "",
+    ) -> EndpointOut:
+        body = {
+            "routes": [{"model": m, "version": str(v), "weight": w} for m, v, w in routes],
+            "shadows": [{"model": m, "version": str(v)} for m, v in shadows],
+            "reason": reason,
+        }
+        return self._json(EndpointOut, "PUT", f"/api/v1/endpoints/{_path(endpoint)}/traffic", json=body)
+
+    def promote(
+        self, endpoint: str, *, model: str | None = None, version: str | int | None = None, reason: str = ""
+    ) -> EndpointOut:
+        body: dict[str, Any] = {"reason": reason}
+        if model is not None:
+            body["model"] = model
+        if version is not None:
+            body["version"] = str(version)
+        return self._json(EndpointOut, "POST", f"/api/v1/endpoints/{_path(endpoint)}/promote", json=body)
+
+    def rollback(self, endpoint: str, *, reason: str = "") -> EndpointOut:
+        url = f"/api/v1/endpoints/{_path(endpoint)}/rollback"
+        return self._json(EndpointOut, "POST", url, json={"reason": reason})
+
+    def retire(self, endpoint: str, *, reason: str = "") -> EndpointOut:
+        return self._json(
+            EndpointOut, "POST", f"/api/v1/endpoints/{_path(endpoint)}/retire", json={"reason": reason}
+        )
+
+    def endpoint_revisions(self, endpoint: str) -> list[RevisionOut]:
+        data = self.request("GET", f"/api/v1/endpoints/{_path(endpoint)}/revisions").json()
+        return [RevisionOut.model_validate(r) for r in data]
+
+    def predict(
+        self, endpoint: str, records: Sequence[Mapping[str, Any]], *, keys: Sequence[str] | None = None
+    ) -> PredictOut:
+        body: dict[str, Any] = {"records": [dict(r) for r in records]}
+        if keys is not None:
+            body["keys"] = list(keys)
+        return self._json(PredictOut, "POST", f"/serve/{_path(endpoint)}/predict", json=body)
+
+    def feedback(self, endpoint: str, items: Sequence[Mapping[str, Any]]) -> FeedbackOut:
+        body = {"items": [dict(i) for i in items]}
+        return self._json(FeedbackOut, "POST", f"/serve/{_path(endpoint)}/feedback", json=body)
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ DEFAULT_PLUGINS = (
     "bridgehead.tracking.plugin",
     "bridgehead.registry.plugin",
     "bridgehead.data.plugin",
+    "bridgehead.serving.plugin",
     "bridgehead.web.plugin",
 )
 
@@ -35,12 +36,36 @@ class Specs:
         """Add JSON API routers and console pages to the app."""
 
     @hookspec
+    def startup(self, app: FastAPI) -> None:
+        """The server is starting (after migrations): start background workers kept in ``app.state``."""
+
+    @hookspec
+    def shutdown(self, app: FastAPI) -> None:
+        """The server is stopping: flush and stop what ``startup`` started. Called in reverse order."""
+
+    @hookspec
     def register_commands(self, cli: typer.Typer) -> None:
         """Add sub-commands to the ``bridgehead`` CLI."""
 
     @hookspec
     def register_flavors(self) -> list[Any]:  # type: ignore[empty-body]
         """Model flavors (see bridgehead.registry.flavors.Flavor): how models are saved and loaded."""
+
+    @hookspec
+    def check_transition(
+        self,
+        session: Any,
+        principal: Any,
+        endpoint: Any,
+        action: str,
+        current: dict[str, Any],
+        proposed: dict[str, Any],
+    ) -> str | None:
+        """Every deployment change (deploy, traffic, promote, rollback, retire) passes through here before it
+        is written: return a reason to refuse it, or None to allow. ``endpoint`` is the
+        ``serving.models.Endpoint`` row; ``current`` and ``proposed`` are traffic policies
+        (``serving.routing.TrafficPolicy.to_config()``; ``current`` is empty for a new endpoint). Governance
+        (risk tier, approvals) plugs in here."""
 
 
 def plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:

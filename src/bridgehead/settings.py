@@ -81,6 +81,28 @@ class Settings(BaseSettings):
         description="Model formats that execute code when loaded and may nevertheless be loaded, e.g. "
         '`["pickle"]`. Empty by default: pickled models are stored but never unpickled. Each such load is audited.',
     )
+    prediction_log_dir: Path | None = Field(
+        default=None,
+        description="Where the prediction log's Parquet files go (partitioned by endpoint and hour); "
+        "defaults to `<home>/predictions`.",
+    )
+    prediction_log_flush_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="How often the prediction log is written to disk. A clean shutdown loses nothing; a killed "
+        "process (`kill -9`) loses at most the predictions of the last interval.",
+    )
+    max_predict_rows: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most rows one online prediction request may carry (larger batches: `bridgehead score`).",
+    )
+    serve_endpoint: str | None = Field(
+        default=None,
+        description="Set by `bridgehead serve ENDPOINT`: this process answers only that endpoint's inference "
+        "routes (no API, no console), reading its deployment from the shared database.",
+    )
     migrate_on_start: bool = Field(
         default=True, description="Apply database migrations when the server starts."
     )
@@ -112,6 +134,10 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_root(self) -> str:
         return self.artifact_root or str(self.home / "artifacts")
+
+    @property
+    def resolved_prediction_log_dir(self) -> Path:
+        return self.prediction_log_dir or self.home / "predictions"
 
     def resolved_secret_key(self) -> str:
         """The signing key: the configured one, else one generated and kept in the home directory."""

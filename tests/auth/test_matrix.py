@@ -32,22 +32,26 @@ ACTIONS: tuple[str, ...] = (
     "data.read",
     "data.write",
     "data.pii",
+    "serving.read",
+    "serving.deploy",
+    "serving.invoke",
+    "serving.feedback",
 )
 
 Y, N = True, False
 
 # fmt: off
 EXPECTED: dict[str, tuple[bool, ...]] = {
-    #                              org.  unit.   person. token.  token.  audit. track. track. model.    model. data. data.  data.
-    #                              read  manage  manage  own     any     read   read   write  register  alias  read  write  pii
-    "chief_ai_officer":          (Y,    Y,      Y,      Y,      Y,      Y,     Y,     Y,     Y,        Y,     Y,    Y,     Y),
-    "ai_program_manager":        (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N),
-    "data_scientist":            (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y,     N),
-    "ml_engineer":               (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y,     N),
-    "data_engineer":             (Y,    N,      N,      Y,      N,      N,     Y,     Y,     N,        N,     Y,    Y,     Y),
-    "ethics_compliance_officer": (Y,    N,      N,      Y,      N,      Y,     Y,     N,     N,        N,     Y,    N,     Y),
-    "ai_champion":               (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N),
-    "business_user":             (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N),
+    #                              org.  unit.   person. token.  token.  audit. track. track. model.    model. data. data.  data. serv. serv.   serv.   serv.
+    #                              read  manage  manage  own     any     read   read   write  register  alias  read  write  pii   read  deploy  invoke  feedback
+    "chief_ai_officer":          (Y,    Y,      Y,      Y,      Y,      Y,     Y,     Y,     Y,        Y,     Y,    Y,     Y,    Y,    Y,      Y,      Y),
+    "ai_program_manager":        (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N,    Y,    N,      Y,      N),
+    "data_scientist":            (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y,     N,    Y,    N,      Y,      Y),
+    "ml_engineer":               (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y,     N,    Y,    Y,      Y,      Y),
+    "data_engineer":             (Y,    N,      N,      Y,      N,      N,     Y,     Y,     N,        N,     Y,    Y,     Y,    Y,    N,      Y,      Y),
+    "ethics_compliance_officer": (Y,    N,      N,      Y,      N,      Y,     Y,     N,     N,        N,     Y,    N,     Y,    Y,    N,      Y,      N),
+    "ai_champion":               (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N,    Y,    N,      Y,      Y),
+    "business_user":             (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N,    Y,    N,      Y,      N),
 }
 # fmt: on
 
@@ -152,6 +156,68 @@ def _model_alias(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
     )
 
 
+def _real_version(client: TestClient, owner: dict[str, str]) -> str:
+    """A loadable scikit-learn model (skops) registered by ``owner``; returns the model's name."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from bridgehead.registry.flavors import SklearnSkops
+
+    x = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.2], [0.1, 0.9]])
+    model = LogisticRegression().fit(x, [0, 1, 1, 0])
+    experiment = _ok(client.post("/api/v1/experiments", headers=owner, json={"name": _unique("exp")}))
+    run = _ok(client.post("/api/v1/runs", headers=owner, json={"experiment_id": experiment["id"]}))
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = SklearnSkops().save(model, Path(tmp))
+        manifest = {"flavor": saved.flavor, "files": list(saved.files), "meta": saved.meta, "signature": {}}
+        (Path(tmp) / "bridgehead-model.json").write_text(json.dumps(manifest))
+        for file in Path(tmp).iterdir():
+            url = f"/api/v1/runs/{run['id']}/artifacts/model/{file.name}"
+            _ok(client.put(url, headers=owner, content=file.read_bytes()))
+    name = _unique("served")
+    _ok(client.post("/api/v1/registered-models", headers=owner, json={"name": name}))
+    body = {"run_id": run["id"], "artifact_path": "model"}
+    _ok(client.post(f"/api/v1/registered-models/{name}/versions", headers=owner, json=body))
+    return name
+
+
+def _endpoint(client: TestClient, orgs: Org) -> str:
+    """An endpoint of the retail unit, deployed by an ML engineer there."""
+    engineer = orgs.member(Role.ML_ENGINEER, unit="retail").headers
+    model = _real_version(client, engineer)
+    name = _unique("ep")
+    body = {"model": model, "version": "1", "environment": "staging"}
+    _ok(client.post(f"/api/v1/endpoints/{name}/deploy", headers=engineer, json=body))
+    return name
+
+
+def _serving_read(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    return client.get("/api/v1/endpoints", headers=me.headers)
+
+
+def _serving_deploy(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    # A loadable version in the caller's own unit, registered by a colleague: only the deploy is at stake.
+    model = _real_version(client, orgs.member(Role.DATA_SCIENTIST, unit="retail").headers)
+    body = {"model": model, "version": "1", "environment": "staging"}
+    return client.post(f"/api/v1/endpoints/{_unique('ep')}/deploy", headers=me.headers, json=body)
+
+
+def _serving_invoke(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    name = _endpoint(client, orgs)
+    return client.post(f"/serve/{name}/predict", headers=me.headers, json={"records": [{"0": 0.2, "1": 0.4}]})
+
+
+def _serving_feedback(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    name = _endpoint(client, orgs)
+    return client.post(
+        f"/serve/{name}/feedback", headers=me.headers, json={"items": [{"request_id": "r-1", "value": 1}]}
+    )
+
+
 EXERCISE: dict[str, Exercise] = {
     "org.read": _org_read,
     "unit.manage": _unit_manage,
@@ -166,6 +232,10 @@ EXERCISE: dict[str, Exercise] = {
     "data.read": _data_read,
     "data.write": _data_write,
     "data.pii": _data_pii,
+    "serving.read": _serving_read,
+    "serving.deploy": _serving_deploy,
+    "serving.invoke": _serving_invoke,
+    "serving.feedback": _serving_feedback,
 }
 
 

@@ -52,6 +52,10 @@ class Action(StrEnum):
     DATA_READ = "data.read"
     DATA_WRITE = "data.write"
     DATA_PII = "data.pii"
+    SERVING_READ = "serving.read"
+    SERVING_DEPLOY = "serving.deploy"
+    SERVING_INVOKE = "serving.invoke"
+    SERVING_FEEDBACK = "serving.feedback"
 
 
 _ALL = frozenset(Role)
@@ -80,6 +84,23 @@ MATRIX: dict[Action, frozenset[Role]] = {
     # Seeing personal data unmasked in profiles and sample rows: those who run the pipelines and those who
     # audit them; model builders work on masked views.
     Action.DATA_PII: frozenset({Role.CHIEF_AI_OFFICER, Role.DATA_ENGINEER, Role.ETHICS_COMPLIANCE_OFFICER}),
+    # Endpoints: everyone may look; deploying, changing traffic, promoting and rolling back is the ML
+    # engineers' job (governance adds its own checks through the check_transition hook).
+    Action.SERVING_READ: _ALL,
+    Action.SERVING_DEPLOY: frozenset({Role.CHIEF_AI_OFFICER, Role.ML_ENGINEER}),
+    # Calling a model: anyone in the endpoint's unit (or granted by the endpoint), applications included.
+    Action.SERVING_INVOKE: _ALL,
+    # Ground truth and overrides come from the pipelines that join outcomes and from AI champions in the
+    # business (business users are read-only).
+    Action.SERVING_FEEDBACK: frozenset(
+        {
+            Role.CHIEF_AI_OFFICER,
+            Role.ML_ENGINEER,
+            Role.DATA_ENGINEER,
+            Role.DATA_SCIENTIST,
+            Role.AI_CHAMPION,
+        }
+    ),
 }
 
 

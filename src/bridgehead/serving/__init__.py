@@ -1,0 +1,1 @@
+"""Serving: deployments, traffic routing, runtime, prediction log and feedback."""

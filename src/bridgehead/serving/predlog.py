@@ -1,0 +1,633 @@
+"""The prediction log: every prediction request, recorded off the request path, in Parquet partitioned by hour.
+
+Layout (hive style, UTC)::
+
+    root/endpoint=<endpoint>/date=YYYY-MM-DD/hour=HH/part-<flush ts_ms>-<uuid8>.parquet
+
+`PredictionLog.record` only appends to an in-memory buffer under a lock; a daemon thread writes the buffer every
+``flush_interval_s`` seconds, or as soon as it holds ``max_buffer_rows`` rows. Each flush groups the rows by
+(endpoint, hour) and writes one file per group atomically: the file is written as ``*.tmp`` in its final
+directory, fsynced, then renamed with `os.replace` (and the directory fsynced), so a reader sees a whole file
+or none. Readers (`read_log`, `recent`) only look at ``part-*.parquet`` and never at ``*.tmp`` leftovers.
+
+Durability, for a row whose `record` call returned (it is *acknowledged*):
+
+* Clean shutdown (`PredictionLog.close`, or leaving the ``with`` block) loses nothing: close stops the thread
+  and writes everything still buffered. If that final write fails, close raises `StoreUnavailable`, the rows
+  stay in `PredictionLog.pending`, and calling close again retries.
+* On ``kill -9`` (or a crash of the process), the rows acknowledged since the last successful flush are lost:
+  at most about one flush interval (plus the time the flush in progress takes). Files already renamed into
+  place are complete and readable; an interrupted write leaves at most a ``*.tmp`` file, which readers ignore.
+* If a write fails (disk full, permissions, a file in the way), the rows of that group stay buffered and are
+  retried at the next interval; the error goes to the ``bridgehead.serving`` logger and the thread carries on.
+  Groups of other endpoints or hours are written meanwhile. While writes keep failing the buffer is capped at
+  ``OVERFLOW_FACTOR * max_buffer_rows`` rows: beyond that the *oldest* rows are dropped and counted in
+  `PredictionLog.dropped`, so a broken disk cannot take the serving process down with it.
+* A row that Arrow cannot encode (a string with a lone surrogate) would block its whole group forever; such
+  rows are logged, counted in `PredictionLog.rejected` and skipped, and the rest of the group is written.
+
+``on_flush(records)`` is called once per file, after that file is durably in place, on the thread that flushed
+(the background thread, or the caller of `flush`/`close`). It should be quick. An exception in it is logged and
+swallowed: the file is written and its rows are not retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from bridgehead.errors import StoreUnavailable, ValidationFailed
+
+__all__ = [
+    "OVERFLOW_FACTOR",
+    "ROLES",
+    "SCHEMA",
+    "STATUSES",
+    "PredictionLog",
+    "PredictionRecord",
+    "partition_dir",
+    "read_log",
+    "recent",
+    "validate_endpoint",
+]
+
+log = logging.getLogger("bridgehead.serving")
+
+ROLES = ("primary", "shadow")
+STATUSES = ("ok", "error")
+# While writes keep failing, the buffer holds at most this many times max_buffer_rows; the oldest rows go first.
+OVERFLOW_FACTOR = 10
+
+_TS = pa.timestamp("ms", tz="UTC")
+SCHEMA = pa.schema(
+    [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("endpoint", pa.string(), nullable=False),
+        pa.field("model_name", pa.string(), nullable=False),
+        pa.field("version", pa.int32(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("ts", _TS, nullable=False),
+        pa.field("latency_ms", pa.float64(), nullable=False),
+        pa.field("inputs", pa.string(), nullable=False),
+        pa.field("outputs", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("row", pa.int32(), nullable=False),
+    ]
+)
+
+_HOUR_MS = 3_600_000
+_DAY_MS = 24 * _HOUR_MS
+# Up to 9999-12-31T23:59:59.999Z, the last instant a date=YYYY-MM-DD directory can name.
+_MAX_TS_MS = 253_402_300_800_000
+_INT32 = 2**31
+_ENDPOINT = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
+_DATE_DIR = re.compile(r"date=(\d{4})-(\d{2})-(\d{2})")
+_HOUR_DIR = re.compile(r"hour=(\d{2})")
+_STR_FIELDS = ("request_id", "model_name", "inputs", "outputs", "key")
+# What Arrow raises for a value it cannot encode (UnicodeEncodeError is a ValueError).
+_ENCODE_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
+
+
+def validate_endpoint(endpoint: str) -> str:
+    """The endpoint name if it is a slug safe to use as a directory name; else `ValidationFailed`."""
+    if not isinstance(endpoint, str) or not _ENDPOINT.fullmatch(endpoint) or ".." in endpoint:
+        raise ValidationFailed(
+            f"invalid endpoint name {endpoint!r}: use 1-100 of a-z, 0-9, '-', '_', '.', starting with a letter "
+            "or digit, without '..'",
+            details={"endpoint": endpoint if isinstance(endpoint, str) else repr(endpoint)},
+        )
+    return endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """One row of the prediction log: one input row of one request, as one model version answered it.
+
+    Validated on construction, so a record that reaches the buffer can always be written.
+    """
+
+    request_id: str
+    endpoint: str
+    model_name: str
+    version: int
+    # "primary": the answer returned to the caller; "shadow": logged for comparison, never returned.
+    role: str
+    # Epoch milliseconds (UTC) when the request was received; decides the hour partition.
+    ts_ms: int
+    latency_ms: float
+    # JSON text of one input row (an object column -> value).
+    inputs: str
+    # JSON text of the prediction for that row, e.g. {"prediction": 1, "probabilities": [0.2, 0.8]}.
+    outputs: str
+    status: str = "ok"
+    key: str = ""
+    # The row's index in its request (a request's first row is 0; requests are counted by it).
+    row: int = 0
+
+    def __post_init__(self) -> None:
+        validate_endpoint(self.endpoint)
+        for name in _STR_FIELDS:
+            if not isinstance(getattr(self, name), str):
+                raise ValidationFailed(f"prediction record: {name} must be a string", details={"field": name})
+        if self.role not in ROLES:
+            raise ValidationFailed(
+                f"prediction record: role must be one of {', '.join(ROLES)}, not {self.role!r}",
+                details={"field": "role"},
+            )
+        if self.status not in STATUSES:
+            raise ValidationFailed(
+                f"prediction record: status must be one of {', '.join(STATUSES)}, not {self.status!r}",
+                details={"field": "status"},
+            )
+        if (
+            isinstance(self.version, bool)
+            or not isinstance(self.version, int)
+            or not -_INT32 <= self.version < _INT32
+        ):
+            raise ValidationFailed(
+                "prediction record: version must be a 32-bit integer", details={"field": "version"}
+            )
+        if (
+            isinstance(self.ts_ms, bool)
+            or not isinstance(self.ts_ms, int)
+            or not 0 <= self.ts_ms < _MAX_TS_MS
+        ):
+            raise ValidationFailed(
+                "prediction record: ts_ms must be epoch milliseconds between 1970 and 9999",
+                details={"field": "ts_ms"},
+            )
+        if isinstance(self.latency_ms, bool) or not isinstance(self.latency_ms, int | float):
+            raise ValidationFailed(
+                "prediction record: latency_ms must be a number", details={"field": "latency_ms"}
+            )
+
+
+def partition_dir(root: Path, endpoint: str, ts_ms: int) -> Path:
+    """The directory holding the rows of ``endpoint`` received in the hour of ``ts_ms``."""
+    at = datetime.fromtimestamp(ts_ms // _HOUR_MS * _HOUR_MS / 1000, tz=UTC)
+    return Path(root) / f"endpoint={validate_endpoint(endpoint)}" / f"date={at:%Y-%m-%d}" / f"hour={at:%H}"
+
+
+def _to_table(records: Sequence[PredictionRecord]) -> pa.Table:
+    return pa.Table.from_arrays(
+        [
+            pa.array([r.request_id for r in records], pa.string()),
+            pa.array([r.endpoint for r in records], pa.string()),
+            pa.array([r.model_name for r in records], pa.string()),
+            pa.array([r.version for r in records], pa.int32()),
+            pa.array([r.role for r in records], pa.string()),
+            pa.array([r.ts_ms for r in records], _TS),
+            pa.array([r.latency_ms for r in records], pa.float64()),
+            pa.array([r.inputs for r in records], pa.string()),
+            pa.array([r.outputs for r in records], pa.string()),
+            pa.array([r.status for r in records], pa.string()),
+            pa.array([r.key for r in records], pa.string()),
+            pa.array([r.row for r in records], pa.int32()),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename or a new entry is only durable once its directory is synced; POSIX only.
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ensure_dir(path: Path) -> None:
+    if path.is_dir():
+        return
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+        _fsync_dir(directory.parent)
+
+
+def _write_atomic(table: pa.Table, directory: Path) -> Path:
+    _ensure_dir(directory)
+    name = f"part-{time.time_ns() // 1_000_000}-{uuid.uuid4().hex[:8]}.parquet"
+    final = directory / name
+    tmp = directory / f"{name}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+    try:
+        _fsync_dir(directory)
+    except OSError as exc:
+        # The file is complete and visible; failing here would write its rows a second time on retry.
+        log.warning("prediction log: could not fsync %s after writing %s: %s", directory, name, exc)
+    return final
+
+
+class PredictionLog:
+    """A buffered, thread-safe writer of prediction records; see the module docstring for its guarantees."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        flush_interval_s: float = 1.0,
+        max_buffer_rows: int = 50_000,
+        on_flush: Callable[[Sequence[PredictionRecord]], None] | None = None,
+    ) -> None:
+        if not flush_interval_s > 0:
+            raise ValidationFailed(
+                "flush_interval_s must be positive", details={"flush_interval_s": flush_interval_s}
+            )
+        if max_buffer_rows < 1:
+            raise ValidationFailed(
+                "max_buffer_rows must be at least 1", details={"max_buffer_rows": max_buffer_rows}
+            )
+        self.root = Path(root)
+        self.flush_interval_s = flush_interval_s
+        self.max_buffer_rows = max_buffer_rows
+        self._on_flush = on_flush
+        self._capacity = OVERFLOW_FACTOR * max_buffer_rows
+        self._lock = threading.Lock()
+        # One flush at a time, so the thread and an explicit flush() never write the same rows twice.
+        self._write_lock = threading.Lock()
+        self._buffer: deque[PredictionRecord] = deque(maxlen=self._capacity)
+        self._inflight = 0
+        self._written = 0
+        self._dropped = 0
+        self._rejected = 0
+        self._closed = False
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background flusher (a daemon thread). Calling it again does nothing."""
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("the prediction log is closed")
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="bridgehead-predlog", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop the flusher and write everything buffered. Idempotent; afterwards `record` raises.
+
+        Raises `StoreUnavailable` if the final write fails; the rows stay pending and close() can be retried.
+        """
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self._stop.set()
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        self.flush()
+
+    def __enter__(self) -> PredictionLog:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- the request path ------------------------------------------------------------------------------------
+
+    def record(self, records: Iterable[PredictionRecord]) -> None:
+        """Buffer records for the next flush. Never does IO; raises `StoreUnavailable` once the log is closed."""
+        batch = records if isinstance(records, list | tuple) else list(records)
+        for r in batch:
+            if not isinstance(r, PredictionRecord):
+                raise ValidationFailed(f"expected PredictionRecord, got {type(r).__name__}")
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("the prediction log is closed")
+            overflow = len(self._buffer) + len(batch) - self._capacity
+            if overflow > 0:
+                self._dropped += overflow
+            # The deque has maxlen=capacity: extending past it discards from the left, the oldest rows.
+            self._buffer.extend(batch)
+            if len(self._buffer) >= self.max_buffer_rows:
+                self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Rows acknowledged but not yet in a file (buffered, or being written right now)."""
+        with self._lock:
+            return len(self._buffer) + self._inflight
+
+    @property
+    def written(self) -> int:
+        """Rows written to files since this log was created."""
+        with self._lock:
+            return self._written
+
+    @property
+    def dropped(self) -> int:
+        """Oldest rows discarded because the buffer passed OVERFLOW_FACTOR x max_buffer_rows (writes failing)."""
+        with self._lock:
+            return self._dropped
+
+    @property
+    def rejected(self) -> int:
+        """Rows skipped because Arrow could not encode them (logged one by one)."""
+        with self._lock:
+            return self._rejected
+
+    # -- writing ---------------------------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write everything buffered now, one file per (endpoint, hour); return the number of rows written.
+
+        If some groups cannot be written, the others still are, the failed rows go back to the buffer, and
+        `StoreUnavailable` is raised.
+        """
+        with self._write_lock:
+            with self._lock:
+                if not self._buffer:
+                    return 0
+                batch = list(self._buffer)
+                self._buffer.clear()
+                self._inflight = len(batch)
+            groups: dict[tuple[str, int], list[PredictionRecord]] = {}
+            for r in batch:
+                groups.setdefault((r.endpoint, r.ts_ms // _HOUR_MS), []).append(r)
+            total = 0
+            done: set[tuple[str, int]] = set()
+            errors: list[str] = []
+            try:
+                for group_key, records in groups.items():
+                    try:
+                        total += self._write_group(group_key, records)
+                    except Exception as exc:
+                        where = partition_dir(self.root, group_key[0], group_key[1] * _HOUR_MS)
+                        errors.append(f"{where}: {exc}")
+                    else:
+                        done.add(group_key)
+            finally:
+                # Also on an interruption (KeyboardInterrupt in a caller's flush): keep every row not written.
+                self._requeue([r for r in batch if (r.endpoint, r.ts_ms // _HOUR_MS) not in done])
+            if errors:
+                raise StoreUnavailable(
+                    f"prediction log: {len(errors)} of {len(groups)} files could not be written: {errors[0]}",
+                    details={"errors": errors, "written": total},
+                )
+            return total
+
+    def _write_group(self, group_key: tuple[str, int], records: list[PredictionRecord]) -> int:
+        table, good = self._encode(records)
+        if table is not None:
+            _write_atomic(table, partition_dir(self.root, group_key[0], group_key[1] * _HOUR_MS))
+        with self._lock:
+            self._inflight -= len(records)
+            self._written += len(good)
+        if good and self._on_flush is not None:
+            try:
+                self._on_flush(good)
+            except Exception:
+                log.exception("prediction log: on_flush failed for %d rows of %s", len(good), group_key[0])
+        return len(good)
+
+    def _encode(self, records: list[PredictionRecord]) -> tuple[pa.Table | None, list[PredictionRecord]]:
+        try:
+            return _to_table(records), records
+        except _ENCODE_ERRORS:
+            pass
+        good: list[PredictionRecord] = []
+        for r in records:
+            try:
+                _to_table([r])
+            except _ENCODE_ERRORS as exc:
+                log.error("prediction log: rejected request %r of %s: %s", r.request_id, r.endpoint, exc)
+                with self._lock:
+                    self._rejected += 1
+            else:
+                good.append(r)
+        return (_to_table(good) if good else None), good
+
+    def _requeue(self, records: list[PredictionRecord]) -> None:
+        with self._lock:
+            self._inflight = 0
+            if not records:
+                return
+            # Failed rows are older than anything recorded during the flush: they go first, and go first if
+            # the capacity forces a drop.
+            merged: deque[PredictionRecord] = deque(records, maxlen=self._capacity)
+            overflow = len(records) + len(self._buffer) - self._capacity
+            if overflow > 0:
+                self._dropped += overflow
+            merged.extend(self._buffer)
+            self._buffer = merged
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            if failures:
+                # Back off a whole interval after a failure, even if record() signals a full buffer.
+                self._stop.wait(self.flush_interval_s)
+            else:
+                self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.flush()
+            except Exception as exc:
+                failures += 1
+                log.error(
+                    "prediction log: flush failed (%d in a row), %d rows pending, %d dropped; retrying in %.1fs: %s",
+                    failures,
+                    self.pending,
+                    self.dropped,
+                    self.flush_interval_s,
+                    exc,
+                    exc_info=failures == 1,
+                )
+            else:
+                if failures:
+                    log.info("prediction log: flush succeeded again after %d failures", failures)
+                failures = 0
+
+
+# -- reading -------------------------------------------------------------------------------------------------
+
+
+def _hour_dirs(endpoint_dir: Path, start_ms: int | None, end_ms: int | None) -> list[tuple[int, Path]]:
+    """(hour start ms, directory) of the hour partitions that can hold rows in [start_ms, end_ms), oldest first."""
+    hours: list[tuple[int, Path]] = []
+    for day_dir in endpoint_dir.iterdir():
+        m = _DATE_DIR.fullmatch(day_dir.name)
+        if not m:
+            continue
+        try:
+            day_ms = int(datetime(int(m[1]), int(m[2]), int(m[3]), tzinfo=UTC).timestamp()) * 1000
+        except ValueError:
+            continue
+        if (end_ms is not None and day_ms >= end_ms) or (
+            start_ms is not None and day_ms + _DAY_MS <= start_ms
+        ):
+            continue
+        if not day_dir.is_dir():
+            continue
+        for hour_dir in day_dir.iterdir():
+            h = _HOUR_DIR.fullmatch(hour_dir.name)
+            if not h or int(h[1]) > 23:
+                continue
+            hour_ms = day_ms + int(h[1]) * _HOUR_MS
+            if (end_ms is not None and hour_ms >= end_ms) or (
+                start_ms is not None and hour_ms + _HOUR_MS <= start_ms
+            ):
+                continue
+            if hour_dir.is_dir():
+                hours.append((hour_ms, hour_dir))
+    hours.sort(key=lambda item: item[0])
+    return hours
+
+
+def _part_files(hour_dir: Path) -> list[Path]:
+    # Only complete files: a *.tmp is a write in progress, or the leftover of one that was killed.
+    return sorted(p for p in hour_dir.iterdir() if p.name.startswith("part-") and p.name.endswith(".parquet"))
+
+
+def _unreadable(path: Path, exc: Exception) -> StoreUnavailable:
+    return StoreUnavailable(f"cannot read prediction log file {path}: {exc}", details={"file": str(path)})
+
+
+def read_log(
+    root: Path,
+    endpoint: str,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    columns: list[str] | None = None,
+    batch_rows: int = 65_536,
+) -> Iterator[pa.RecordBatch]:
+    """Stream the rows of ``endpoint`` with ``start_ms <= ts < end_ms`` as record batches of at most ``batch_rows``.
+
+    Hour partitions outside the range are never opened; rows are filtered by ``ts`` only in the first and last
+    hour. Batches come hour by hour, oldest hour first; within an hour, in file order (not sorted by ``ts``).
+    An endpoint with no log yields nothing. Arguments are checked when called, not when iterated.
+    """
+    validate_endpoint(endpoint)
+    wanted = list(SCHEMA.names) if columns is None else list(columns)
+    unknown = [c for c in wanted if c not in SCHEMA.names]
+    if not wanted or unknown:
+        raise ValidationFailed(
+            f"unknown prediction log columns {unknown}; choose from {', '.join(SCHEMA.names)}",
+            details={"columns": wanted},
+        )
+    if batch_rows < 1:
+        raise ValidationFailed("batch_rows must be at least 1", details={"batch_rows": batch_rows})
+    return _read(Path(root) / f"endpoint={endpoint}", start_ms, end_ms, wanted, batch_rows)
+
+
+def _read(
+    endpoint_dir: Path, start_ms: int | None, end_ms: int | None, columns: list[str], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    if not endpoint_dir.is_dir():
+        return
+    lower = pa.scalar(start_ms, _TS) if start_ms is not None else None
+    upper = pa.scalar(end_ms, _TS) if end_ms is not None else None
+    for hour_ms, hour_dir in _hour_dirs(endpoint_dir, start_ms, end_ms):
+        whole_hour = (start_ms is None or hour_ms >= start_ms) and (
+            end_ms is None or hour_ms + _HOUR_MS <= end_ms
+        )
+        read_columns = columns if whole_hour or "ts" in columns else [*columns, "ts"]
+        for path in _part_files(hour_dir):
+            try:
+                parquet = pq.ParquetFile(path)
+            except FileNotFoundError:
+                continue  # removed (retention) between listing and reading
+            except (OSError, pa.ArrowException) as exc:
+                raise _unreadable(path, exc) from exc
+            with parquet:
+                batches = parquet.iter_batches(batch_size=batch_rows, columns=read_columns)
+                while True:
+                    try:
+                        batch = next(batches)
+                    except StopIteration:
+                        break
+                    except (OSError, pa.ArrowException) as exc:
+                        raise _unreadable(path, exc) from exc
+                    if not whole_hour:
+                        ts = batch.column("ts")
+                        mask = None
+                        if lower is not None:
+                            mask = pc.greater_equal(ts, lower)
+                        if upper is not None:
+                            below = pc.less(ts, upper)
+                            mask = below if mask is None else pc.and_(mask, below)
+                        batch = batch.filter(mask).select(columns)
+                    if batch.num_rows:
+                        yield batch
+
+
+def recent(root: Path, endpoint: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The ``limit`` newest rows of ``endpoint``, newest first, as dicts (``ts`` is an aware UTC datetime).
+
+    Reads hour partitions from the newest back, and stops as soon as they hold ``limit`` rows: every row of a
+    newer hour is newer than any row of an older one.
+    """
+    validate_endpoint(endpoint)
+    if limit < 0:
+        raise ValidationFailed("limit must not be negative", details={"limit": limit})
+    endpoint_dir = Path(root) / f"endpoint={endpoint}"
+    if limit == 0 or not endpoint_dir.is_dir():
+        return []
+    tables: list[pa.Table] = []
+    rows = 0
+    for _, hour_dir in reversed(_hour_dirs(endpoint_dir, None, None)):
+        for path in _part_files(hour_dir):
+            try:
+                table = pq.read_table(path, schema=SCHEMA)
+            except FileNotFoundError:
+                continue
+            except (OSError, pa.ArrowException) as exc:
+                raise _unreadable(path, exc) from exc
+            tables.append(table)
+            rows += table.num_rows
+        if rows >= limit:
+            break
+    if not tables:
+        return []
+    table = pa.concat_tables(tables)
+    order = pc.sort_indices(table, sort_keys=[("ts", "descending")])
+    rows_out: list[dict[str, Any]] = table.take(order.slice(0, limit)).to_pylist()
+    return rows_out

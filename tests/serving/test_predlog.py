@@ -1,0 +1,488 @@
+"""The prediction log: real files, real threads, a real process killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bridgehead.errors import StoreUnavailable, ValidationFailed
+from bridgehead.serving.predlog import (
+    SCHEMA,
+    PredictionLog,
+    PredictionRecord,
+    partition_dir,
+    read_log,
+    recent,
+)
+
+HOUR = 3_600_000
+MINUTE = 60_000
+T0 = int(datetime(2024, 5, 6, 10, 0, tzinfo=UTC).timestamp() * 1000)  # 10:00 UTC
+
+
+def rec(i: int, *, endpoint: str = "churn", ts_ms: int = T0, **fields: Any) -> PredictionRecord:
+    values: dict[str, Any] = {
+        "request_id": f"r{i}",
+        "endpoint": endpoint,
+        "model_name": "churn-model",
+        "version": 3,
+        "role": "primary",
+        "ts_ms": ts_ms,
+        "latency_ms": 1.5 + i,
+        "inputs": json.dumps({"x": i, "city": "Lyon"}),
+        "outputs": json.dumps({"prediction": i % 2, "probabilities": [0.25, 0.75]}),
+    }
+    values.update(fields)
+    return PredictionRecord(**values)
+
+
+def read_all(root: Path, endpoint: str, **kwargs: Any) -> pa.Table:
+    return pa.Table.from_batches(list(read_log(root, endpoint, **kwargs)), schema=None if kwargs else SCHEMA)
+
+
+def ids(root: Path, endpoint: str) -> list[str]:
+    return [
+        b for batch in read_log(root, endpoint, columns=["request_id"]) for b in batch.column(0).to_pylist()
+    ]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def as_row(r: PredictionRecord) -> dict[str, Any]:
+    return {
+        "request_id": r.request_id,
+        "endpoint": r.endpoint,
+        "model_name": r.model_name,
+        "version": r.version,
+        "role": r.role,
+        "ts": datetime.fromtimestamp(r.ts_ms / 1000, tz=UTC),
+        "latency_ms": r.latency_ms,
+        "inputs": r.inputs,
+        "outputs": r.outputs,
+        "status": r.status,
+        "key": r.key,
+        "row": r.row,
+    }
+
+
+# 1 -----------------------------------------------------------------------------------------------------------
+
+
+def test_records_are_written_and_read_back_exactly_in_hour_partitions(tmp_path: Path) -> None:
+    records = [
+        rec(0, ts_ms=T0 + 5 * MINUTE),
+        rec(1, ts_ms=T0 + 59 * MINUTE + 59_999, role="shadow", version=4, key="customer-9"),
+        rec(2, ts_ms=T0 + HOUR, status="error", outputs=json.dumps({"error": "bad input"})),
+        rec(
+            3, endpoint="fraud.v2", ts_ms=T0 + 10, model_name="fraud", version=2_000_000_000, latency_ms=0.125
+        ),
+        rec(
+            4, endpoint="fraud.v2", ts_ms=T0 + HOUR + 1, inputs=json.dumps({"amount": 12.5, "note": "café ✓"})
+        ),
+    ]
+    log = PredictionLog(tmp_path)
+    log.record(records)
+    assert log.pending == 5
+
+    assert log.flush() == 5
+    assert log.pending == 0 and log.written == 5
+
+    files = sorted(tmp_path.rglob("*"))
+    parquet = [p for p in files if p.is_file()]
+    assert {p.parent.relative_to(tmp_path).as_posix() for p in parquet} == {
+        "endpoint=churn/date=2024-05-06/hour=10",
+        "endpoint=churn/date=2024-05-06/hour=11",
+        "endpoint=fraud.v2/date=2024-05-06/hour=10",
+        "endpoint=fraud.v2/date=2024-05-06/hour=11",
+    }
+    assert len(parquet) == 4  # one file per (endpoint, hour), nothing else (no *.tmp left behind)
+    for path in parquet:
+        assert re.fullmatch(r"part-\d{13}-[0-9a-f]{8}\.parquet", path.name)
+        assert pq.read_schema(path).equals(SCHEMA)
+        assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+    assert (
+        partition_dir(tmp_path, "churn", T0 + HOUR + 5) == tmp_path / "endpoint=churn/date=2024-05-06/hour=11"
+    )
+
+    churn = read_all(tmp_path, "churn")
+    assert churn.schema.equals(SCHEMA)
+    assert churn.to_pylist() == [as_row(r) for r in records[:3]]
+    fraud = read_all(tmp_path, "fraud.v2")
+    assert fraud.to_pylist() == [as_row(r) for r in records[3:]]
+    assert json.loads(fraud.column("inputs")[1].as_py()) == {"amount": 12.5, "note": "café ✓"}
+
+
+# 2 -----------------------------------------------------------------------------------------------------------
+
+
+def test_close_flushes_everything_buffered_despite_a_long_interval(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_interval_s=60.0)
+    log.start()
+    log.record([rec(i) for i in range(1000)])
+    assert log.pending == 1000
+    assert not list(tmp_path.rglob("*.parquet"))
+
+    started = time.monotonic()
+    log.close()
+    assert time.monotonic() - started < 30  # did not sit out the 60 s interval
+
+    assert log.pending == 0
+    assert sorted(ids(tmp_path, "churn")) == sorted(f"r{i}" for i in range(1000))
+    with pytest.raises(StoreUnavailable):
+        log.record([rec(1000)])
+    with pytest.raises(StoreUnavailable):
+        log.start()
+    log.close()  # idempotent
+    assert len(ids(tmp_path, "churn")) == 1000
+
+
+def test_leaving_the_with_block_flushes(tmp_path: Path) -> None:
+    with PredictionLog(tmp_path, flush_interval_s=60.0) as log:
+        log.record([rec(i) for i in range(3)])
+    assert ids(tmp_path, "churn") == ["r0", "r1", "r2"]
+
+
+# 3 -----------------------------------------------------------------------------------------------------------
+
+
+def test_background_thread_flushes_within_the_interval(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_interval_s=0.2)
+    log.start()
+    log.start()  # idempotent
+    try:
+        log.record([rec(i) for i in range(10)])
+        assert wait_for(lambda: log.written == 10), "the flusher thread never wrote the rows"
+        assert log.pending == 0
+        assert sorted(ids(tmp_path, "churn")) == sorted(f"r{i}" for i in range(10))
+    finally:
+        log.close()
+
+
+def test_a_full_buffer_wakes_the_thread_before_the_interval(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_interval_s=60.0, max_buffer_rows=100)
+    log.start()
+    try:
+        log.record([rec(i) for i in range(150)])
+        assert wait_for(lambda: log.written == 150), "reaching max_buffer_rows did not trigger a flush"
+        assert len(ids(tmp_path, "churn")) == 150
+    finally:
+        log.close()
+
+
+# 4 -----------------------------------------------------------------------------------------------------------
+
+
+def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    flushed: list[str] = []
+    log = PredictionLog(
+        tmp_path,
+        flush_interval_s=0.05,
+        max_buffer_rows=2_000,  # capacity 20,000: nothing may be dropped
+        on_flush=lambda records: flushed.extend(r.request_id for r in records),
+    )
+    log.start()
+    barrier = threading.Barrier(9)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def writer(t: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(2_000):
+                log.record([rec(i, request_id=f"t{t}-{i}", ts_ms=T0 + (i % 3) * HOUR)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def flusher() -> None:
+        # Explicit flushes racing the background thread.
+        try:
+            barrier.wait()
+            while not done.is_set():
+                log.flush()
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    extra = threading.Thread(target=flusher)
+    for thread in [*writers, extra]:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    done.set()
+    extra.join()
+    log.close()
+
+    assert errors == []
+    on_disk = ids(tmp_path, "churn")
+    expected = {f"t{t}-{i}" for t in range(8) for i in range(2_000)}
+    assert len(on_disk) == 16_000
+    assert set(on_disk) == expected
+    assert sorted(flushed) == sorted(on_disk)
+    assert log.dropped == 0 and log.written == 16_000
+
+
+# 5 -----------------------------------------------------------------------------------------------------------
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from bridgehead.serving.predlog import PredictionLog, PredictionRecord
+
+log = PredictionLog(Path(sys.argv[1]), flush_interval_s=0.2)
+log.start()
+n = 0
+while True:
+    now = int(time.time() * 1000)
+    log.record([
+        PredictionRecord(request_id=f"r{n + i}", endpoint="killed", model_name="m", version=1, role="primary",
+                         ts_ms=now, latency_ms=1.0, inputs='{"x": 1}', outputs='{"prediction": 0}')
+        for i in range(25)
+    ])
+    n += 25
+    print(n, time.time(), flush=True)  # acknowledged: record() returned for rows r0 .. r{n-1}
+    time.sleep(0.005)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_kill_9_loses_at_most_the_last_flush_interval(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    lines: list[str] = []
+    with open(tmp_path / "child.err", "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(root)], stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+        assert proc.stdout is not None
+        stdout = proc.stdout
+        reader = threading.Thread(target=lambda: lines.extend(stdout), daemon=True)
+        reader.start()
+        try:
+            assert wait_for(lambda: bool(lines), timeout=120), (tmp_path / "child.err").read_text()
+            time.sleep(2.0)
+            killed_at = time.time()
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait(timeout=60)
+            reader.join(timeout=60)
+            stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+
+    slack = 0.2 + 1.0  # flush interval + generous slack for a loaded machine
+    acknowledged = [line.split() for line in lines if line.endswith("\n")]
+    safe = max((int(n) for n, at in acknowledged if float(at) < killed_at - slack), default=0)
+    assert safe > 0, "the child acknowledged nothing early enough to check"
+
+    files = list(root.rglob("*.parquet"))
+    assert files
+    for path in files:
+        pq.read_table(path)  # every complete file is readable: no torn writes
+    # A torn write can only ever be a *.tmp; readers must not look at it.
+    (files[0].parent / "part-1-deadbeef.parquet.tmp").write_bytes(b"PAR1 half a file")
+    on_disk = ids(root, "killed")
+    assert len(on_disk) == len(set(on_disk))
+    missing = {f"r{i}" for i in range(safe)} - set(on_disk)
+    assert not missing, f"{len(missing)} rows acknowledged more than {slack}s before the kill are lost"
+
+
+# 6 -----------------------------------------------------------------------------------------------------------
+
+
+def test_a_failed_write_keeps_the_rows_and_other_endpoints_are_written(tmp_path: Path) -> None:
+    blocker = tmp_path / "endpoint=churn"
+    blocker.write_text("a file where the endpoint directory should be")
+    log = PredictionLog(tmp_path, flush_interval_s=60.0)
+    log.record([rec(i) for i in range(5)] + [rec(i, endpoint="fraud") for i in range(5, 10)])
+
+    with pytest.raises(StoreUnavailable):
+        log.flush()
+    assert log.pending == 5
+    assert sorted(ids(tmp_path, "fraud")) == [f"r{i}" for i in range(5, 10)]
+
+    blocker.unlink()
+    assert log.flush() == 5
+    assert log.pending == 0
+    assert sorted(ids(tmp_path, "churn")) == [f"r{i}" for i in range(5)]
+    assert sorted(ids(tmp_path, "fraud")) == [f"r{i}" for i in range(5, 10)]  # not written twice
+    log.close()
+
+
+def test_the_background_thread_retries_failed_writes_until_they_succeed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "endpoint=churn"
+    blocker.write_text("in the way")
+    log = PredictionLog(tmp_path, flush_interval_s=0.1)
+    with caplog.at_level(logging.ERROR, logger="bridgehead.serving"):
+        log.start()
+        try:
+            log.record([rec(i) for i in range(50)])
+            assert wait_for(lambda: sum("flush failed" in r.getMessage() for r in caplog.records) >= 2)
+            assert log.pending == 50 and log.written == 0
+
+            blocker.unlink()
+            assert wait_for(lambda: log.written == 50), "the thread stopped retrying"
+        finally:
+            log.close()
+    assert sorted(ids(tmp_path, "churn")) == sorted(f"r{i}" for i in range(50))
+    assert log.dropped == 0
+
+
+def test_an_on_flush_error_is_logged_and_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    def on_flush(records: Sequence[PredictionRecord]) -> None:
+        calls.append(len(records))
+        raise RuntimeError("database is down")
+
+    log = PredictionLog(tmp_path, on_flush=on_flush)
+    log.record([rec(i, ts_ms=T0 + (i % 2) * HOUR) for i in range(10)])
+    with caplog.at_level(logging.ERROR, logger="bridgehead.serving"):
+        assert log.flush() == 10
+    assert calls == [5, 5]  # once per file, after it was written
+    assert any("on_flush failed" in r.getMessage() for r in caplog.records)
+    assert log.pending == 0
+    assert log.flush() == 0  # not retried, so never duplicated
+    assert sorted(ids(tmp_path, "churn")) == sorted(f"r{i}" for i in range(10))
+
+
+def test_the_buffer_drops_the_oldest_rows_past_ten_times_max_buffer_rows(tmp_path: Path) -> None:
+    blocker = tmp_path / "endpoint=churn"
+    blocker.write_text("in the way")
+    log = PredictionLog(tmp_path, max_buffer_rows=10)  # capacity 100
+    log.record([rec(i) for i in range(100)])
+    with pytest.raises(StoreUnavailable):
+        log.flush()
+    assert log.pending == 100 and log.dropped == 0
+
+    log.record([rec(i) for i in range(100, 130)])
+    assert log.pending == 100 and log.dropped == 30
+
+    blocker.unlink()
+    assert log.flush() == 100
+    assert sorted(ids(tmp_path, "churn")) == sorted(f"r{i}" for i in range(30, 130))
+
+
+def test_a_row_arrow_cannot_encode_is_rejected_alone(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    log.record([rec(0), rec(1, inputs='{"x": "\ud800"}'), rec(2)])
+    assert log.flush() == 2
+    assert log.rejected == 1 and log.pending == 0
+    assert ids(tmp_path, "churn") == ["r0", "r2"]
+
+
+# 7 -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ["../x", "A B", "", "a/b", "x..y", ".hidden", "-x", "ok\n", "a" * 101])
+def test_bad_endpoint_names_are_refused(tmp_path: Path, endpoint: str) -> None:
+    with pytest.raises(ValidationFailed):
+        rec(0, endpoint=endpoint)
+    with pytest.raises(ValidationFailed):
+        read_log(tmp_path, endpoint)  # refused when called, before any iteration
+    with pytest.raises(ValidationFailed):
+        recent(tmp_path, endpoint)
+    with pytest.raises(ValidationFailed):
+        partition_dir(tmp_path, endpoint, T0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_good_endpoint_names_and_record_fields_are_checked(tmp_path: Path) -> None:
+    for endpoint in ("churn", "fraud.v2", "a_b-c", "7", "a" * 100):
+        assert rec(0, endpoint=endpoint).endpoint == endpoint
+    for bad in (
+        {"role": "canary"},
+        {"status": "maybe"},
+        {"version": 2**31},
+        {"version": True},
+        {"ts_ms": -1},
+    ):
+        with pytest.raises(ValidationFailed):
+            rec(0, **bad)
+    with pytest.raises(ValidationFailed):
+        PredictionLog(tmp_path).record(["not a record"])  # type: ignore[list-item]
+
+
+# 8 -----------------------------------------------------------------------------------------------------------
+
+
+def timed_records() -> list[PredictionRecord]:
+    # 10:00, 10:30, 10:59, 11:00, 11:30, 13:15 (no 12:xx partition at all)
+    offsets = [0, 30 * MINUTE, 59 * MINUTE, HOUR, HOUR + 30 * MINUTE, 3 * HOUR + 15 * MINUTE]
+    return [rec(i, ts_ms=T0 + off) for i, off in enumerate(offsets)]
+
+
+def test_read_log_filters_by_time_and_streams_in_batches(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    log.record(timed_records())
+    log.flush()
+
+    def window(start: int | None, end: int | None) -> list[str]:
+        batches = read_log(tmp_path, "churn", start_ms=start, end_ms=end, columns=["request_id"])
+        return [i for batch in batches for i in batch.column(0).to_pylist()]
+
+    assert window(T0 + 30 * MINUTE, T0 + HOUR + 30 * MINUTE) == ["r1", "r2", "r3"]  # end is exclusive
+    assert window(T0 + HOUR, None) == ["r3", "r4", "r5"]
+    assert window(None, T0 + 30 * MINUTE + 1) == ["r0", "r1"]
+    assert window(T0 + 2 * HOUR, T0 + 3 * HOUR) == []
+    assert window(None, None) == [f"r{i}" for i in range(6)]
+
+    narrow = list(read_log(tmp_path, "churn", start_ms=T0 + 1, columns=["latency_ms", "status"]))
+    assert all(b.schema.names == ["latency_ms", "status"] for b in narrow)
+    assert sum(b.num_rows for b in narrow) == 5
+
+    small = list(read_log(tmp_path, "churn", batch_rows=2))
+    assert all(b.num_rows <= 2 for b in small) and sum(b.num_rows for b in small) == 6
+    assert list(read_log(tmp_path, "nobody")) == []
+    with pytest.raises(ValidationFailed):
+        read_log(tmp_path, "churn", columns=["request_id", "secret"])
+
+    # Hour partitions outside the window are never opened: a corrupt file at 13:xx only matters when 13:xx is read.
+    (partition_dir(tmp_path, "churn", T0 + 3 * HOUR) / "part-2-0badf11e.parquet").write_bytes(b"not parquet")
+    assert window(T0, T0 + 3 * HOUR) == ["r0", "r1", "r2", "r3", "r4"]
+    with pytest.raises(StoreUnavailable):
+        window(T0 + 3 * HOUR, None)
+
+
+def test_recent_returns_the_newest_rows_first_reading_only_the_newest_hours(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    records = timed_records()
+    log.record(records[3:] + records[:3])  # arrival order must not matter
+    log.flush()
+
+    newest = recent(tmp_path, "churn", limit=3)
+    assert [r["request_id"] for r in newest] == ["r5", "r4", "r3"]
+    assert newest[0] == as_row(records[5])
+    assert [r["request_id"] for r in recent(tmp_path, "churn")] == ["r5", "r4", "r3", "r2", "r1", "r0"]
+    assert recent(tmp_path, "churn", limit=0) == []
+    assert recent(tmp_path, "nobody") == []
+
+    # The 10:xx partition is not needed for the 3 newest rows, so a corrupt file there goes unnoticed.
+    (partition_dir(tmp_path, "churn", T0) / "part-2-0badf11e.parquet").write_bytes(b"not parquet")
+    assert [r["request_id"] for r in recent(tmp_path, "churn", limit=3)] == ["r5", "r4", "r3"]
+    with pytest.raises(StoreUnavailable):
+        recent(tmp_path, "churn", limit=4)
