@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         description="How often the prediction log is written to disk. A clean shutdown loses nothing; a killed "
         "process (`kill -9`) loses at most the predictions of the last interval.",
     )
+    prediction_log_disabled: bool = Field(
+        default=False,
+        description="Do not record predictions (no prediction log, no hourly statistics). Monitoring then has "
+        "nothing to watch; meant for measuring the log's cost and for endpoints that must not keep inputs.",
+    )
     max_predict_rows: int = Field(
         default=100_000,
         ge=1,

@@ -150,9 +150,10 @@ def _score(
         endpoint_name = endpoint.name
     latency_ms = (time.perf_counter() - started) * 1000
     ids = [request_id] if n == 1 else [f"{request_id}.{i}" for i in range(n)]
-    inputs = _rows_json(frame)
+    logging_on = not request.app.state.settings.prediction_log_disabled
+    inputs = _rows_json(frame) if logging_on else []
     records = []
-    for i in range(n):
+    for i in range(n if logging_on else 0):
         loaded = loaded_by_route[int(index[i])]
         output: dict[str, Any] = {"prediction": _json_value(predictions[i])}
         if probabilities is not None and probabilities[i]:
@@ -172,8 +173,9 @@ def _score(
                 row=i,
             )
         )
-    _predlog(request).record(records)
-    if shadows:
+    if records:
+        _predlog(request).record(records)
+    if shadows and logging_on:
         background.add_task(
             _run_shadows, _predlog(request), runtime, shadows, frame, ids, inputs, endpoint_name, received_ms
         )
