@@ -169,7 +169,26 @@ def test_demo_seeds_an_organization_and_serves(tmp_path: Path) -> None:
                 "WHERE d.name = 'credit-applications-2026'"
             )
         ).scalar_one()
+        endpoint = conn.execute(
+            text("SELECT environment, revision FROM endpoints WHERE name = 'credit-risk'")
+        ).one()
+        served = dict(
+            conn.execute(
+                text(
+                    "SELECT h.version, sum(h.rows) FROM prediction_hours h WHERE h.role = 'primary' GROUP BY h.version"
+                )
+            ).all()
+        )
+        feedback = dict(
+            conn.execute(text("SELECT kind, count(*) FROM prediction_feedback GROUP BY kind")).all()
+        )
     seeded.dispose()
+    # Serving: the champion (v3) in production with the challenger (v2) canaried at 10 %, 2,000 requests
+    # answered and logged (shut down cleanly: nothing lost), outcomes for most of them and a few overrides.
+    assert tuple(endpoint) == ("production", 2)
+    assert set(served) == {2, 3} and sum(served.values()) == 2000
+    assert 0.05 < served[2] / 2000 < 0.15
+    assert 1200 < feedback["label"] < 1600 and feedback["override"] == 12
     # Data: the training data (passes its contract; PII and a protected attribute tagged), a messy export
     # (fails its contract) and its standardized derivative; the three SDK runs used the registered file.
     assert datasets == {

@@ -81,12 +81,13 @@ FEATURES = [
 
 
 def demo_tokens(db: Database, actor: Actor) -> dict[str, str]:
-    """API tokens for the demo's data scientists, so the demo logs as they would."""
+    """API tokens for the demo's data scientists, ML engineer and AI champion, so the demo logs, deploys and
+    gives feedback as they would."""
     from bridgehead.auth.tokens import create_token, find_person
 
     tokens = {}
     with db.session(write=True) as session:
-        for local in ("ds.retail", "ds.lending"):
+        for local in ("ds.retail", "ds.lending", "mle.retail", "champion.retail"):
             person = find_person(session, f"{local}@{DOMAIN}")
             _, secret = create_token(session, actor, person, "demo", 30)
             tokens[local] = secret
@@ -262,12 +263,75 @@ def train_models(url: str, tokens: dict[str, str], say: Callable[[str], None]) -
                 },
                 step=int(params.get("n_estimators", 1)),
             )
-            bh.log_model(model, "model", registered_model_name="credit-risk-scorer")
+            bh.log_model(
+                model, "model", registered_model_name="credit-risk-scorer", input_example=x_test.head(3)
+            )
     client = bh.get_client()
     client.set_alias("credit-risk-scorer", "champion", 3)
     client.set_alias("credit-risk-scorer", "challenger", 2)
     bh.set_client(None)
     _mlflow_run(url, tokens["ds.lending"], say)
+    serve_traffic(url, tokens, say, x_test, y_test)
+
+
+SERVING_ENDPOINT = "credit-risk"
+
+
+def serve_traffic(
+    url: str, tokens: dict[str, str], say: Callable[[str], None], x: Any, y: Any, requests: int = 2000
+) -> None:
+    """The ML engineer deploys the champion to production and canaries the challenger at 10 %; applications
+    are scored one request each (keyed by applicant, so each meets one version); outcomes come back for most of
+    them, and the retail AI champion overrides a few decisions after manual review."""
+    import numpy as np
+
+    from bridgehead.client import Client
+
+    engineer = Client(url, tokens["mle.retail"])
+    say("deploying the champion to production")
+    engineer.deploy(
+        SERVING_ENDPOINT,
+        "credit-risk-scorer",
+        "champion",
+        environment="production",
+        description="Scores consumer credit applications at the branch and online.",
+        reason="first production release after validation",
+    )
+    engineer.deploy(
+        SERVING_ENDPOINT,
+        "credit-risk-scorer",
+        "challenger",
+        strategy="canary",
+        weight=10,
+        reason="canary the logistic-regression challenger before an A/B decision",
+    )
+    rng = np.random.default_rng(5)
+    rows = rng.integers(0, len(x), requests)
+    ids: list[str] = []
+    truth: list[int] = []
+    for n, i in enumerate(rows):
+        if n % 250 == 0:
+            say(f"scoring applications on {SERVING_ENDPOINT} ({n:,}/{requests:,})")
+        record = {k: float(v) for k, v in x.iloc[int(i)].items()}
+        answer = engineer.predict(SERVING_ENDPOINT, [record], keys=[f"applicant-{int(i)}"])
+        ids.append(answer.ids[0])
+        truth.append(int(y.iloc[int(i)]))
+    say("recording outcomes and overrides")
+    labelled = [
+        {"request_id": rid, "kind": "label", "value": label}
+        for rid, label in zip(ids, truth, strict=True)
+        if rng.random() < 0.7  # outcomes arrive for most applications, not all
+    ]
+    for start in range(0, len(labelled), 500):
+        engineer.feedback(SERVING_ENDPOINT, labelled[start : start + 500])
+    champion = Client(url, tokens["champion.retail"])
+    overrides = [
+        {"request_id": rid, "kind": "override", "value": 0, "reason": "approved after manual review of payslips"}
+        for rid in ids[:: max(1, len(ids) // 12)][:12]
+    ]
+    champion.feedback(SERVING_ENDPOINT, overrides)
+    engineer.close()
+    champion.close()
 
 
 def _mlflow_run(url: str, token: str, say: Callable[[str], None]) -> None:
