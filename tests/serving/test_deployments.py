@@ -317,3 +317,36 @@ def test_feedback_labels_and_overrides(client: TestClient, registered: Registere
         client.post("/serve/credit/feedback", json={"items": items}, headers=reader.headers).status_code
         == 403
     )
+
+
+def test_lineage_runs_from_the_version_to_the_endpoints_serving_it(
+    client: TestClient, registered: Registered
+) -> None:
+    eng = registered.engineer
+    h = eng.headers
+    deploy(client, eng, "credit", "1", environment="production")
+    deploy(client, eng, "credit", "2", strategy="canary", weight=25)
+    routes = client.get("/api/v1/endpoints/credit", headers=h).json()["routes"]
+    version = {"id": next(r["version_id"] for r in routes if r["version"] == 2)}
+    lineage = client.get("/api/v1/registered-models/credit-risk/versions/2/lineage", headers=h).json()
+    assert lineage["deployments"] == [
+        {"endpoint": "credit", "environment": "production", "role": "route", "weight": 25.0}
+    ]
+    graph = client.get("/api/v1/lineage", params={"node": f"model_version:{version['id']}"}, headers=h).json()
+    endpoint_nodes = [n for n in graph["nodes"] if n["type"] == "endpoint"]
+    assert [n["label"] for n in endpoint_nodes] == ["credit (production)"]
+    deployed = {e["source"]: e["label"] for e in graph["edges"] if e["kind"] == "deployed"}
+    assert deployed[f"model_version:{version['id']}"] == "25 %" and sorted(deployed.values()) == [
+        "25 %",
+        "75 %",
+    ]
+    assert all(e["target"] == endpoint_nodes[0]["id"] for e in graph["edges"] if e["kind"] == "deployed")
+    # From the endpoint: both versions serving it, and upstream to their runs.
+    around = client.get("/api/v1/lineage", params={"node": endpoint_nodes[0]["id"]}, headers=h).json()
+    assert {n["label"] for n in around["nodes"] if n["type"] == "model_version"} == {
+        "credit-risk v1",
+        "credit-risk v2",
+    }
+    assert any(n["type"] == "run" for n in around["nodes"])
+    page = client.get("/data/lineage", params={"node": endpoint_nodes[0]["id"]}, headers=h)
+    assert page.status_code in (200, 401)  # the console needs a session; the API answered above

@@ -27,7 +27,7 @@ from bridgehead.tracking.models import DatasetInput, Experiment, Run
 
 __all__ = ["NODE_TYPES", "Graph", "lineage", "openlineage_events"]
 
-NODE_TYPES = ("dataset", "dataset_version", "run", "model_version")
+NODE_TYPES = ("dataset", "dataset_version", "run", "model_version", "endpoint")
 PRODUCER = "https://github.com/bridgehead-ai/bridgehead"
 RUN_EVENT_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
 SCHEMA_FACET = "https://openlineage.io/spec/facets/1-1-1/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet"
@@ -112,6 +112,16 @@ class _Walker:
             self.add_node(
                 key, type=kind, label=f"{model.name} v{mv.version}", model=model.name, version=mv.version
             )
+        elif kind == "endpoint":
+            from bridgehead.serving.models import Endpoint
+
+            endpoint = self.session.get(Endpoint, ident)
+            if endpoint is None or not self.principal.can_see_unit(endpoint.business_unit_id):
+                return False
+            self.add_node(
+                key, type=kind, label=f"{endpoint.name} ({endpoint.environment})", name=endpoint.name,
+                environment=endpoint.environment, status=endpoint.status,
+            )  # fmt: skip
         else:
             return False
         return True
@@ -164,9 +174,20 @@ class _Walker:
             for mv_id in s.scalars(select(ModelVersion.id).where(ModelVersion.run_id == ident)):
                 out.append((key, f"model_version:{mv_id}", "produced", ""))
         elif kind == "model_version":
+            from bridgehead.serving.service import serving_version
+
             mv = s.get(ModelVersion, ident)
             if mv is not None and mv.run_id:
                 out.append((f"run:{mv.run_id}", key, "produced", ""))
+            for served in serving_version(s, self.principal, ident):
+                label = "shadow" if served.role == "shadow" else f"{served.weight:g} %"
+                out.append((key, f"endpoint:{served.endpoint_id}", "deployed", label))
+        elif kind == "endpoint":
+            from bridgehead.serving.service import versions_served
+
+            for version_id, role, weight in versions_served(s, self.principal, ident):
+                label = "shadow" if role == "shadow" else f"{weight:g} %"
+                out.append((f"model_version:{version_id}", key, "deployed", label))
         return out
 
 

@@ -47,7 +47,7 @@ NodeRef = Annotated[
     Query(
         min_length=3,
         max_length=100,
-        pattern=r"^(dataset|dataset_version|run|model_version):[A-Za-z0-9_\-]{1,64}$",
+        pattern=r"^(dataset|dataset_version|run|model_version|endpoint):[A-Za-z0-9_\-]{1,64}$",
     ),
 ]
 Depth = Annotated[int, Query(ge=1, le=10)]
@@ -175,7 +175,7 @@ def datasets_page(
 # --- lineage (declared before /data/{dataset_id}) ------------------------------------------------------------
 
 BOX_W, BOX_H, GAP_X, GAP_Y, PAD, HEAD = 176, 58, 118, 22, 16, 30
-KIND_TITLES = {"run": "Runs", "model_version": "Model versions"}
+KIND_TITLES = {"run": "Runs", "model_version": "Model versions", "endpoint": "Endpoints"}
 
 
 def _clip(text: str, size: int) -> str:
@@ -188,6 +188,8 @@ def _node_href(node: dict[str, Any]) -> str:
         return f"/data/{node['dataset_id']}/versions/{node['version']}"
     if kind == "run":
         return f"/runs/{ident}"
+    if kind == "endpoint":
+        return f"/deployments/{quote(str(node['name']), safe='')}"
     return f"/models/{quote(str(node['model']), safe='')}/versions/{node['version']}"
 
 
@@ -201,12 +203,14 @@ def _node_detail(node: dict[str, Any]) -> str:
         return " · ".join(p for p in parts if p)
     if node["type"] == "run":
         return f"run · {str(node.get('status', '')).lower()}"
+    if node["type"] == "endpoint":
+        return f"endpoint · {node.get('status', '')}"
     return "registered model version"
 
 
 def lineage_layout(graph: dict[str, Any], focus: set[str]) -> dict[str, Any]:
     """Positions for an SVG drawing of the graph, left to right: dataset versions (derived ones to the right
-    of their parents), then runs, then model versions. Within a column, nodes sit near their parents."""
+    of their parents), then runs, then model versions, then the endpoints serving them. Within a column, nodes sit near their parents."""
     nodes = {n["id"]: n for n in graph["nodes"]}
     edges = [e for e in graph["edges"] if e["source"] in nodes and e["target"] in nodes]
     depth = {k: 0 for k, n in nodes.items() if n["type"] == "dataset_version"}
@@ -221,10 +225,14 @@ def lineage_layout(graph: dict[str, Any], focus: set[str]) -> dict[str, Any]:
             break
     data_columns = max(depth.values(), default=-1) + 1
     has_runs = any(n["type"] == "run" for n in nodes.values())
+    has_models = any(n["type"] == "model_version" for n in nodes.values())
+    after_data = {
+        "run": 0,
+        "model_version": int(has_runs),
+        "endpoint": int(has_runs) + int(has_models),
+    }
     raw_column = {
-        k: depth[k]
-        if n["type"] == "dataset_version"
-        else data_columns + (0 if n["type"] == "run" else int(has_runs))
+        k: depth[k] if n["type"] == "dataset_version" else data_columns + after_data.get(n["type"], 0)
         for k, n in nodes.items()
     }
     used = sorted(set(raw_column.values()))

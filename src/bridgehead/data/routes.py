@@ -444,8 +444,8 @@ NodeRef = Annotated[
     Query(
         min_length=3,
         max_length=100,
-        pattern=r"^(dataset|dataset_version|run|model_version):[A-Za-z0-9_\-]{1,64}$",
-        description="type:id, e.g. dataset:3f2a..., dataset_version:..., run:..., model_version:...",
+        pattern=r"^(dataset|dataset_version|run|model_version|endpoint):[A-Za-z0-9_\-]{1,64}$",
+        description="type:id, e.g. dataset:3f2a..., dataset_version:..., run:..., model_version:..., endpoint:...",
     ),
 ]
 Depth = Annotated[int, Query(ge=1, le=10, description="How many edges away to go, up and down.")]

@@ -181,14 +181,14 @@ class LineageNode(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str = Field(description="type:id")
-    type: Literal["dataset_version", "run", "model_version"]
+    type: Literal["dataset_version", "run", "model_version", "endpoint"]
     label: str
 
 
 class LineageEdge(BaseModel):
     source: str
     target: str
-    kind: Literal["derived", "input", "produced"]
+    kind: Literal["derived", "input", "produced", "deployed"]
     label: str = ""
 
 

@@ -402,8 +402,17 @@ def version_lineage(request: Request, principal: ApiPrincipal, name: Name, versi
                 for d in found.datasets or []
                 if isinstance(d, dict)
             ],
-            deployments=[],
+            deployments=_deployments(session, principal, found.id),
         )
+
+
+def _deployments(session: Session, principal: Principal, version_id: str) -> list[dict[str, Any]]:
+    from bridgehead.serving.service import serving_version  # serving builds on the registry
+
+    return [
+        {"endpoint": s.endpoint, "environment": s.environment, "role": s.role, "weight": s.weight}
+        for s in serving_version(session, principal, version_id)
+    ]
 
 
 @router.post(

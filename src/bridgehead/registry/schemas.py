@@ -160,4 +160,7 @@ class Lineage(BaseModel):
     run_id: str | None
     run: LineageRun | None = Field(description="Null when the run is gone or not visible to you.")
     datasets: list[LineageDataset] = Field(description="Recorded when the version was registered.")
-    deployments: list[dict[str, Any]] = Field(description="Empty until serving exists.")
+    deployments: list[dict[str, Any]] = Field(
+        description="The active endpoints serving this version now: endpoint, environment, role (route or "
+        "shadow) and traffic weight (%)."
+    )

@@ -673,3 +673,49 @@ def add_hours(session: Session, records: Sequence[Any]) -> None:
             old = list(row.latency_buckets or [0] * len(hist))
             row.latency_buckets = [a + b for a, b in zip(old, hist, strict=False)]
     session.flush()
+
+
+# --- lineage: which endpoints serve a version ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Serving:
+    endpoint_id: str
+    endpoint: str
+    environment: str
+    business_unit_id: str
+    role: str  # "route" or "shadow"
+    weight: float
+
+
+def serving_version(session: Session, principal: Principal, version_id: str) -> list[Serving]:
+    """The active endpoints (visible to the principal) whose current traffic includes the version."""
+    found = []
+    for endpoint in session.scalars(_visible(principal).where(Endpoint.status == "active")):
+        policy = endpoint.policy or {}
+        for role, key in (("route", "routes"), ("shadow", "shadows")):
+            for r in policy.get(key, []):
+                if r.get("version_id") == version_id:
+                    weight = float(r.get("weight", 100.0))
+                    found.append(
+                        Serving(
+                            endpoint.id,
+                            endpoint.name,
+                            endpoint.environment,
+                            endpoint.business_unit_id,
+                            role,
+                            weight,
+                        )
+                    )
+    return found
+
+
+def versions_served(session: Session, principal: Principal, endpoint_id: str) -> list[tuple[str, str, float]]:
+    """(version id, role, weight) of an endpoint's current traffic, if the principal may see it."""
+    endpoint: Endpoint | None = session.scalar(_visible(principal).where(Endpoint.id == endpoint_id))
+    if endpoint is None or not endpoint.policy:
+        return []
+    policy = endpoint.policy
+    return [(r["version_id"], "route", float(r.get("weight", 0))) for r in policy.get("routes", [])] + [
+        (r["version_id"], "shadow", 100.0) for r in policy.get("shadows", [])
+    ]
