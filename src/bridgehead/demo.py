@@ -326,7 +326,12 @@ def serve_traffic(
         engineer.feedback(SERVING_ENDPOINT, labelled[start : start + 500])
     champion = Client(url, tokens["champion.retail"])
     overrides = [
-        {"request_id": rid, "kind": "override", "value": 0, "reason": "approved after manual review of payslips"}
+        {
+            "request_id": rid,
+            "kind": "override",
+            "value": 0,
+            "reason": "approved after manual review of payslips",
+        }
         for rid in ids[:: max(1, len(ids) // 12)][:12]
     ]
     champion.feedback(SERVING_ENDPOINT, overrides)
