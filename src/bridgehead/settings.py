@@ -98,6 +98,20 @@ class Settings(BaseSettings):
         description="Do not record predictions (no prediction log, no hourly statistics). Monitoring then has "
         "nothing to watch; meant for measuring the log's cost and for endpoints that must not keep inputs.",
     )
+    serving_onnx: bool = Field(
+        default=True,
+        description="Serve scikit-learn models with ONNX Runtime when skl2onnx converts them and the converted "
+        "model agrees with the original on the version's input example (labels equal, probabilities within "
+        "1e-5); otherwise scikit-learn serves them.",
+    )
+    endpoint_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long an inference process keeps an endpoint's traffic policy before reading it "
+        "again. Changes made through the same process apply at once; changes made through another process "
+        "(another server, `bridgehead serve`) within this time.",
+    )
     max_predict_rows: int = Field(
         default=100_000,
         ge=1,

@@ -178,7 +178,7 @@ def test_version_page_shows_lineage_signature_and_files(client: TestClient, mode
     assert f'<a class="strong" href="/runs/{models.run_v2}">gbm-depth4</a>' in nodes[1]
     assert "churn-prediction" in nodes[1]
     assert "v2" in nodes[2] and "sklearn" in nodes[2]
-    assert "Deployments" in nodes[3] and "None yet" in nodes[3] and "later release" in nodes[3]
+    assert "Deployments" in nodes[3] and "Not deployed" in nodes[3]
     assert "@champion" in text and "models:/churn-classifier@champion" in text
     assert (
         f'<span class="muted">v{bridgehead.__version__}</span>' in text

@@ -31,7 +31,12 @@ def test_deploy_and_predict_match_the_model(client: TestClient, registered: Regi
     body = answer.json()
     x = registered.frame.iloc[:25]
     assert body["predictions"] == registered.v1.predict(x).tolist()
-    np.testing.assert_allclose(body["probabilities"], registered.v1.predict_proba(x), rtol=1e-9)
+    # Served by ONNX Runtime (float32): probabilities agree with scikit-learn's to 1e-5.
+    assert client.app.state.runtime.loaded_ids() and all(  # type: ignore[attr-defined]
+        client.app.state.runtime.cached(v).engine == "onnxruntime"  # type: ignore[attr-defined]
+        for v in client.app.state.runtime.loaded_ids()  # type: ignore[attr-defined]
+    )
+    np.testing.assert_allclose(body["probabilities"], registered.v1.predict_proba(x), atol=1e-5)
     assert body["classes"] == [0, 1] and body["version"] == 1 and body["versions"] == [1] * 25
     assert len(body["ids"]) == 25 and len(set(body["ids"])) == 25
     # Every row is in the prediction log once it is flushed, with its inputs, outputs and version.
@@ -350,3 +355,17 @@ def test_lineage_runs_from_the_version_to_the_endpoints_serving_it(
     assert any(n["type"] == "run" for n in around["nodes"])
     page = client.get("/data/lineage", params={"node": endpoint_nodes[0]["id"]}, headers=h)
     assert page.status_code in (200, 401)  # the console needs a session; the API answered above
+
+
+def test_the_model_version_page_lists_its_deployments(client: TestClient, registered: Registered) -> None:
+    from tests.tracking.test_pages import sign_in
+
+    eng = registered.engineer
+    deploy(client, eng, "credit", "1", environment="production")
+    deploy(client, eng, "credit", "2", strategy="canary", weight=10)
+    sign_in(client, eng)
+    page = client.get("/models/credit-risk/versions/2")
+    assert page.status_code == 200
+    assert 'href="/deployments/credit"' in page.text and "production · 10 % of traffic" in page.text
+    unused = client.get("/models/credit-risk/versions/3")
+    assert "Not deployed" in unused.text and 'href="/deployments/credit"' not in unused.text

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -73,7 +74,7 @@ def test_open_inference_protocol_v2(client: TestClient, served: Registered) -> N
     assert predict["shape"] == [5] and predict["data"] == served.v2.predict(x).tolist()
     proba = next(o for o in out["outputs"] if o["name"] == "predict_proba")
     assert proba["shape"] == [5, 2] and proba["datatype"] == "FP64"
-    np.testing.assert_allclose(np.array(proba["data"]).reshape(5, 2), served.v2.predict_proba(x), rtol=1e-9)
+    np.testing.assert_allclose(np.array(proba["data"]).reshape(5, 2), served.v2.predict_proba(x), atol=1e-5)
     # One [n, k] tensor in the signature's column order (Triton-style), data flattened row-major.
     matrix = {
         "inputs": [
@@ -169,3 +170,29 @@ def test_the_prediction_log_can_be_switched_off(settings: Settings, registered: 
         )
         c.app.state.predlog.flush()  # type: ignore[attr-defined]
         assert list(read_log(quiet.resolved_prediction_log_dir, "credit")) == []
+
+
+def test_onnx_runtime_serves_only_when_it_agrees(tmp_path: Path) -> None:
+    """The conversion is used when it matches scikit-learn on the stored example, refused when the example is
+    missing or the model has no converter, and can be switched off."""
+    import json as _json
+
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LinearRegression
+
+    from bridgehead.serving.accelerate import accelerate
+    from tests.serving.conftest import credit_data
+
+    frame, y = credit_data()
+    model = GradientBoostingClassifier(n_estimators=30, max_depth=3, random_state=0).fit(frame, y)
+    (tmp_path / "input_example.json").write_text(_json.dumps(frame.head(5).to_dict(orient="split")))
+    fast = accelerate(model, tmp_path, FEATURES)
+    assert fast is not None and fast.engine == "onnxruntime"
+    assert fast.predict(frame.to_numpy()).tolist() == model.predict(frame).tolist()
+    np.testing.assert_allclose(fast.predict_proba(frame.to_numpy()), model.predict_proba(frame), atol=1e-5)
+    assert accelerate(model, tmp_path, list(reversed(FEATURES))) is None  # columns in another order
+    regressor = LinearRegression().fit(frame, y)
+    assert accelerate(regressor, tmp_path, FEATURES) is not None
+    (tmp_path / "input_example.json").unlink()
+    assert accelerate(model, tmp_path, FEATURES) is None  # nothing to confirm it on
+    assert accelerate(object(), tmp_path, FEATURES) is None

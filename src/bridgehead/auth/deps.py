@@ -13,11 +13,14 @@ from bridgehead.auth.service import Principal, authenticate_session, authenticat
 from bridgehead.errors import PermissionDenied, Unauthenticated
 from bridgehead.store import Database
 
-__all__ = ["SESSION_COOKIE", "ApiPrincipal", "PagePrincipal", "db_of", "get_db", "principal_for"]
+__all__ = ["BEARER", "SESSION_COOKIE", "ApiPrincipal", "PagePrincipal", "db_of", "get_db", "principal_for"]
 
 SESSION_COOKIE = "bridgehead_session"
 _SAFE = {"GET", "HEAD", "OPTIONS"}
 _bearer = HTTPBearer(auto_error=False, description="An API token: `bridgehead token create`.")
+# For routes that authenticate inside their own work (``principal_for``) but document the scheme:
+# ``dependencies=[Depends(BEARER)]``.
+BEARER = _bearer
 
 
 def db_of(request: Request) -> Database:

@@ -149,6 +149,9 @@ def version_page(
             except NotFound:
                 run = None  # the run's experiment is private to another business unit
         units = _units(session)
+        from bridgehead.serving.service import serving_version  # serving builds on the registry
+
+        deployments = serving_version(session, principal, found.id)
     files = store.walk(found.artifact_path) if found.artifact_path else []
     verified = None
     if verify and found.artifact_path and found.sha256:
@@ -172,7 +175,7 @@ def version_page(
         total_bytes=sum(size for _, size in files),
         verified=verified,
         metrics=sorted(found.metrics.items()),
-        deployments=[],
+        deployments=deployments,
     )
 
 

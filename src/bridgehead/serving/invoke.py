@@ -10,6 +10,7 @@ the answer is sent; their results are logged with role "shadow" and never return
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,19 +18,18 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from bridgehead.auth.deps import ApiPrincipal, db_of
+from bridgehead.auth.deps import BEARER, ApiPrincipal, db_of, principal_for
 from bridgehead.auth.service import Principal
-from bridgehead.errors import BridgeheadError, NotFound, PayloadTooLarge, ValidationFailed, error_responses
+from bridgehead.errors import BridgeheadError, NotFound, ValidationFailed, error_responses
 from bridgehead.logs import current_request_id
 from bridgehead.serving import protocols, service
 from bridgehead.serving.metrics import InferenceMetrics
-from bridgehead.serving.models import Endpoint
 from bridgehead.serving.predlog import PredictionLog, PredictionRecord
-from bridgehead.serving.routing import Route, TrafficPolicy, assign_many
+from bridgehead.serving.routing import assign_many
 from bridgehead.serving.runtime import LoadedModel, ModelRuntime
 from bridgehead.serving.schemas import FeedbackIn, FeedbackOut, PredictOut
 
@@ -88,102 +88,121 @@ def _json_value(value: Any) -> Any:
 
 
 def _rows_json(frame: pd.DataFrame) -> list[str]:
-    import json
-
+    """Each input row as a JSON object (column -> value), for the prediction log."""
     columns = [str(c) for c in frame.columns]
+    if all(d.kind == "f" for d in frame.dtypes.tolist()):
+        return [
+            json.dumps(dict(zip(columns, [None if v != v else v for v in row], strict=True)))
+            for row in frame.to_numpy().tolist()
+        ]
     return [
         json.dumps({c: _json_value(v) for c, v in zip(columns, row, strict=True)}, default=str)
-        for row in frame.itertuples(index=False, name=None)
+        for row in frame.to_numpy(dtype=object).tolist()
     ]
+
+
+def _endpoints(request: Request) -> service.EndpointCache:
+    cache: service.EndpointCache = request.app.state.endpoint_cache
+    return cache
 
 
 def _score(
     request: Request,
-    principal: Principal,
     name: str,
-    parsed: protocols.ParsedRequest,
+    protocol: Literal["native", "mlflow", "v2"],
+    body: bytes,
     background: BackgroundTasks,
+    key_column: str | None,
 ) -> Scored:
+    """Everything after reading the body, in one worker thread: authenticate, find the endpoint (cached for a
+    moment), parse, route, validate, score, log."""
     started = time.perf_counter()
     received_ms = int(time.time() * 1000)
-    request_id = parsed.request_id or current_request_id() or uuid.uuid4().hex
     runtime = _runtime(request)
-    limit = request.app.state.settings.max_predict_rows
-    if len(parsed.frame) > limit:
-        raise PayloadTooLarge(
-            f"{len(parsed.frame):,} rows in one request; the limit is {limit:,}. Use `bridgehead score` for "
-            f"batches.",
-            details={"rows": len(parsed.frame), "limit": limit},
-        )
     with db_of(request).session() as session:
-        endpoint = service.endpoint_for_invoke(session, principal, name)
-        policy = TrafficPolicy.from_config(endpoint.policy)
-        keys = parsed.keys if policy.sticky else None
-        chosen = assign_many(policy, keys if keys is not None else [None] * len(parsed.frame))
-        frame = parsed.frame
-        n = len(frame)
-        predictions: list[Any] = [None] * n
-        probabilities: list[list[float]] | None = None
-        classes: list[Any] | None = None
-        versions = [0] * n
-        loaded_by_route: dict[int, LoadedModel] = {}
-        index = np.asarray(chosen)
-        for route_index in sorted(set(chosen)):
-            rows = np.flatnonzero(index == route_index)
-            route = policy.routes[route_index]
-            loaded = runtime.get(session, principal, route.version_id)
-            loaded_by_route[route_index] = loaded
-            part = frame.iloc[rows].reset_index(drop=True)
-            if loaded.signature is not None:
-                part = protocols.validate_frame(part, loaded.signature)
-            result = runtime.predict(loaded, part)
-            for j, at in enumerate(rows.tolist()):
-                predictions[at] = result.predictions[j]
-                versions[at] = loaded.version
-            if result.probabilities is not None:
-                if probabilities is None:
-                    probabilities = [[] for _ in range(n)]
-                for j, at in enumerate(rows.tolist()):
-                    probabilities[at] = result.probabilities[j]
-                classes = result.classes
-        shadows = [(s, runtime.get(session, principal, s.version_id)) for s in policy.shadows]
-        endpoint_name = endpoint.name
+        principal = principal_for(request, session)
+        target = _endpoints(request).for_invoke(session, principal, name)
+        policy = target.policy
+        # Every version the policy names, loaded once per process (a cache hit after the first request).
+        loaded_routes = [runtime.get(session, principal, r.version_id) for r in policy.routes]
+        shadows = [runtime.get(session, principal, s.version_id) for s in policy.shadows]
+    first = loaded_routes[0].signature
+    parsed = protocols.parse_body(
+        request.headers.get("content-type", ""),
+        body,
+        protocol,
+        first.columns if first is not None and protocol != "native" else None,
+        signature=first,
+        max_rows=request.app.state.settings.max_predict_rows,
+    )
+    if key_column is not None:
+        parsed = _keys_from_column(parsed, key_column)
+    request_id = parsed.request_id or current_request_id() or uuid.uuid4().hex
+    frame = parsed.frame
+    n = len(frame)
+    keys = parsed.keys if policy.sticky else None
+    chosen = assign_many(policy, keys if keys is not None else [None] * n, salt=target.salt)
+    predictions: list[Any] = [None] * n
+    probabilities: list[list[float]] | None = None
+    classes: list[Any] | None = None
+    versions = [0] * n
+    used = sorted(set(chosen))
+    for route_index in used:
+        loaded = loaded_routes[route_index]
+        if len(used) == 1:
+            positions, part = list(range(n)), frame
+        else:
+            rows = np.flatnonzero(np.asarray(chosen) == route_index)
+            positions, part = rows.tolist(), frame.iloc[rows].reset_index(drop=True)
+        if loaded.signature is not None:
+            part = protocols.validate_frame(part, loaded.signature)
+        result = runtime.predict(loaded, part)
+        for j, at in enumerate(positions):
+            predictions[at] = result.predictions[j]
+            versions[at] = loaded.version
+        if result.probabilities is not None:
+            if probabilities is None:
+                probabilities = [[] for _ in range(n)]
+            for j, at in enumerate(positions):
+                probabilities[at] = result.probabilities[j]
+            classes = result.classes
     latency_ms = (time.perf_counter() - started) * 1000
     ids = [request_id] if n == 1 else [f"{request_id}.{i}" for i in range(n)]
-    logging_on = not request.app.state.settings.prediction_log_disabled
-    inputs = _rows_json(frame) if logging_on else []
-    records = []
-    for i in range(n if logging_on else 0):
-        loaded = loaded_by_route[int(index[i])]
-        output: dict[str, Any] = {"prediction": _json_value(predictions[i])}
-        if probabilities is not None and probabilities[i]:
-            output["probabilities"] = probabilities[i]
-        records.append(
+    if not request.app.state.settings.prediction_log_disabled:
+        inputs = _rows_json(frame)
+        _predlog(request).record(
             PredictionRecord(
                 request_id=ids[i],
-                endpoint=endpoint_name,
-                model_name=loaded.model_name,
-                version=loaded.version,
+                endpoint=target.name,
+                model_name=loaded_routes[chosen[i]].model_name,
+                version=versions[i],
                 role="primary",
                 ts_ms=received_ms,
                 latency_ms=latency_ms,
                 inputs=inputs[i],
-                outputs=_json(output),
+                outputs=_output_json(predictions[i], probabilities[i] if probabilities is not None else None),
                 key=str(keys[i]) if keys is not None and keys[i] is not None else "",
                 row=i,
             )
+            for i in range(n)
         )
-    if records:
-        _predlog(request).record(records)
-    if shadows and logging_on:
-        background.add_task(
-            _run_shadows, _predlog(request), runtime, shadows, frame, ids, inputs, endpoint_name, received_ms
-        )
+        if shadows:
+            background.add_task(
+                _run_shadows,
+                _predlog(request),
+                runtime,
+                shadows,
+                frame,
+                ids,
+                inputs,
+                target.name,
+                received_ms,
+            )
     distinct = sorted(set(versions))
     _metrics(request).observe(
-        endpoint_name, str(distinct[0]) if len(distinct) == 1 else "mixed", time.perf_counter() - started, n
+        target.name, str(distinct[0]) if len(distinct) == 1 else "mixed", time.perf_counter() - started, n
     )
-    model_names = {loaded.model_name for loaded in loaded_by_route.values()}
+    model_names = {loaded_routes[i].model_name for i in used}
     return Scored(
         request_id=request_id,
         ids=ids,
@@ -195,6 +214,13 @@ def _score(
     )
 
 
+def _output_json(prediction: Any, probabilities: list[float] | None) -> str:
+    output: dict[str, Any] = {"prediction": _json_value(prediction)}
+    if probabilities:
+        output["probabilities"] = probabilities
+    return json.dumps(output, default=str)
+
+
 def _metrics(request: Request) -> InferenceMetrics:
     metrics: InferenceMetrics = request.app.state.inference_metrics
     return metrics
@@ -202,22 +228,17 @@ def _metrics(request: Request) -> InferenceMetrics:
 
 async def _scored(
     request: Request,
-    principal: Principal,
     name: str,
     protocol: Literal["native", "mlflow", "v2"],
     background: BackgroundTasks,
     key_column: str | None = None,
 ) -> Scored:
-    """Parse and score; failures are counted per endpoint and error code before they are answered."""
+    """Read the body, then score in one worker thread; failures are counted per endpoint and error code
+    before they are answered."""
     try:
         _only(request, name)
-        columns = None
-        if protocol != "native":
-            columns = await run_in_threadpool(_columns_hint, request, principal, name)
-        parsed = await _parse(request, protocol, columns)
-        if key_column is not None:
-            parsed = _keys_from_column(parsed, key_column)
-        return await run_in_threadpool(_score, request, principal, name, parsed, background)
+        body = await request.body()
+        return await run_in_threadpool(_score, request, name, protocol, body, background, key_column)
     except BridgeheadError as exc:
         _metrics(request).failed(name, exc.status, exc.code)
         raise
@@ -233,15 +254,13 @@ def _keys_from_column(parsed: protocols.ParsedRequest, column: str) -> protocols
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value, default=str)
 
 
 def _run_shadows(
     predlog: PredictionLog,
     runtime: ModelRuntime,
-    shadows: list[tuple[Route, LoadedModel]],
+    shadows: list[LoadedModel],
     frame: pd.DataFrame,
     ids: list[str],
     inputs: list[str],
@@ -249,7 +268,7 @@ def _run_shadows(
     received_ms: int,
 ) -> None:
     """Score the copy with each shadow and log it; a failing shadow is logged as errors, never raised."""
-    for _, loaded in shadows:
+    for loaded in shadows:
         started = time.perf_counter()
         try:
             part = (
@@ -284,33 +303,15 @@ def _run_shadows(
         )
 
 
-async def _parse(
-    request: Request, protocol: Literal["native", "mlflow", "v2"], columns: list[str] | None
-) -> protocols.ParsedRequest:
-    body = await request.body()
-    return protocols.parse_body(
-        request.headers.get("content-type", ""),
-        body,
-        protocol,
-        columns,
-        max_rows=request.app.state.settings.max_predict_rows,
-    )
-
-
-def _columns_hint(request: Request, principal: Principal, name: str) -> list[str] | None:
-    """The primary version's input columns, for bodies that carry values without names (OIP v2 2-D tensors,
-    MLflow "instances" as lists)."""
-    with db_of(request).session() as session:
-        endpoint = service.endpoint_for_invoke(session, principal, name)
-        policy = TrafficPolicy.from_config(endpoint.policy)
-        loaded = _runtime(request).get(session, principal, policy.routes[0].version_id)
-        return loaded.signature.columns if loaded.signature is not None else None
-
-
-@router.post("/serve/{name}/predict", response_model=PredictOut, responses=ERRORS, openapi_extra=JSON_BODY)
+@router.post(
+    "/serve/{name}/predict",
+    response_model=PredictOut,
+    responses=ERRORS,
+    openapi_extra=JSON_BODY,
+    dependencies=[Depends(BEARER)],
+)
 async def predict(
     request: Request,
-    principal: ApiPrincipal,
     name: EndpointName,
     background: BackgroundTasks,
     key_column: Annotated[
@@ -326,7 +327,7 @@ async def predict(
     """Score records: JSON ``{"records": [{...}], "keys": [...]}`` (keys make A/B assignment sticky), or an
     Arrow IPC stream / Parquet file for batches. Answers predictions, class probabilities for classifiers, the
     version that answered each row and one id per row for feedback."""
-    scored = await _scored(request, principal, name, "native", background, key_column)
+    scored = await _scored(request, name, "native", background, key_column)
     return PredictOut(
         request_id=scored.request_id,
         ids=scored.ids,
@@ -339,13 +340,13 @@ async def predict(
     )
 
 
-@router.post("/serve/{name}/invocations", responses=ERRORS, openapi_extra=JSON_BODY)
-async def invocations(
-    request: Request, principal: ApiPrincipal, name: EndpointName, background: BackgroundTasks
-) -> dict[str, Any]:
+@router.post(
+    "/serve/{name}/invocations", responses=ERRORS, openapi_extra=JSON_BODY, dependencies=[Depends(BEARER)]
+)
+async def invocations(request: Request, name: EndpointName, background: BackgroundTasks) -> dict[str, Any]:
     """MLflow's scoring protocol, as ``mlflow models serve`` answers it: ``dataframe_split``,
     ``dataframe_records``, ``instances`` or ``inputs`` (JSON), or CSV. Answers ``{"predictions": [...]}``."""
-    scored = await _scored(request, principal, name, "mlflow", background)
+    scored = await _scored(request, name, "mlflow", background)
     return protocols.mlflow_response(scored.predictions)
 
 
@@ -381,13 +382,13 @@ def v2_server_metadata() -> dict[str, Any]:
     return {"name": "bridgehead", "version": __version__, "extensions": []}
 
 
-def _endpoint_and_primary(request: Request, principal: Principal, name: str) -> tuple[Endpoint, LoadedModel]:
+def _endpoint_and_primary(
+    request: Request, principal: Principal, name: str
+) -> tuple[service.EndpointView, LoadedModel]:
     _only(request, name)
     with db_of(request).session() as session:
-        endpoint = service.endpoint_for_invoke(session, principal, name)
-        policy = TrafficPolicy.from_config(endpoint.policy)
-        loaded = _runtime(request).get(session, principal, policy.routes[0].version_id)
-        session.expunge(endpoint)
+        endpoint = _endpoints(request).for_invoke(session, principal, name)
+        loaded = _runtime(request).get(session, principal, endpoint.policy.routes[0].version_id)
         return endpoint, loaded
 
 
@@ -405,13 +406,17 @@ def v2_model_ready(request: Request, principal: ApiPrincipal, name: EndpointName
     return {"name": endpoint.name, "ready": True}
 
 
-@router.post("/v2/models/{name}/infer", responses=ERRORS, openapi_extra=JSON_BODY, tags=["inference"])
-async def v2_infer(
-    request: Request, principal: ApiPrincipal, name: EndpointName, background: BackgroundTasks
-) -> dict[str, Any]:
+@router.post(
+    "/v2/models/{name}/infer",
+    responses=ERRORS,
+    openapi_extra=JSON_BODY,
+    tags=["inference"],
+    dependencies=[Depends(BEARER)],
+)
+async def v2_infer(request: Request, name: EndpointName, background: BackgroundTasks) -> dict[str, Any]:
     """OIP v2 inference: one tensor per input column, or one 2-D tensor in the signature's column order.
     Answers ``predict`` (and ``predict_proba`` for classifiers)."""
-    scored = await _scored(request, principal, name, "v2", background)
+    scored = await _scored(request, name, "v2", background)
     return protocols.v2_response(
         model_name=name,
         model_version=str(scored.versions[0]) if len(set(scored.versions)) == 1 else None,

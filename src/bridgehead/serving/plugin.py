@@ -15,9 +15,10 @@ from bridgehead.hookspecs import flavors, hookimpl
 from bridgehead.serving.metrics import InferenceMetrics
 from bridgehead.serving.predlog import PredictionLog, PredictionRecord
 from bridgehead.serving.runtime import ModelRuntime
+from bridgehead.serving.service import EndpointCache
 from bridgehead.web import Console
 
-ROUTERS = ("bridgehead.serving.routes", "bridgehead.serving.invoke")
+ROUTERS = ("bridgehead.serving.routes", "bridgehead.serving.invoke", "bridgehead.serving.pages")
 log = logging.getLogger("bridgehead.serving")
 
 
@@ -39,7 +40,10 @@ def setup_runtime(app: FastAPI) -> None:
     settings = app.state.settings
     plugins = app.state.plugins
     app.state.runtime = ModelRuntime(
-        app.state.artifacts, lambda: flavors(plugins), frozenset(settings.trusted_flavors)
+        app.state.artifacts,
+        lambda: flavors(plugins),
+        frozenset(settings.trusted_flavors),
+        onnx=settings.serving_onnx,
     )
     db = app.state.db
 
@@ -50,6 +54,7 @@ def setup_runtime(app: FastAPI) -> None:
             add_hours(session, records)
 
     app.state.inference_metrics = InferenceMetrics()
+    app.state.endpoint_cache = EndpointCache(settings.endpoint_cache_seconds)
     app.state.predlog = PredictionLog(
         settings.resolved_prediction_log_dir,
         flush_interval_s=settings.prediction_log_flush_seconds,

@@ -76,6 +76,8 @@ def _verifier(request: Request, session: Session, principal: Principal) -> servi
 
 
 def hooks_of(request: Request) -> Any:
+    # A change is about to be made: this process's inference sees it from the next request on.
+    request.app.state.endpoint_cache.invalidate()
     return request.app.state.plugins.hook
 
 
@@ -180,6 +182,7 @@ def set_invokers(
     request: Request, principal: ApiPrincipal, name: EndpointName, body: InvokersIn
 ) -> EndpointOut:
     """Let other business units (or roles) call the endpoint; its own unit and central staff always may."""
+    request.app.state.endpoint_cache.invalidate()
     with db_of(request).session(write=True) as session:
         endpoint = service.set_invokers(session, principal, name, units=body.units, roles=body.roles)
         return endpoint_out(session, endpoint)

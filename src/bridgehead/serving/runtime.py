@@ -23,6 +23,7 @@ from bridgehead.auth.service import Principal
 from bridgehead.errors import BadRequest, BridgeheadError, NotFound
 from bridgehead.registry import service as registry
 from bridgehead.registry.models import ModelVersion, RegisteredModel
+from bridgehead.serving.accelerate import accelerate
 from bridgehead.serving.protocols import Signature
 from bridgehead.store.artifacts import ArtifactStore
 
@@ -43,6 +44,8 @@ class LoadedModel:
     predictor: Any
     signature: Signature | None
     classes: list[Any] | None = None
+    # What computes the predictions: the flavor itself, or "onnxruntime" for a converted scikit-learn model.
+    engine: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -68,8 +71,11 @@ class ModelRuntime:
         flavors: Callable[[], dict[str, Any]],
         trusted: frozenset[str],
         workdir: Path | None = None,
+        *,
+        onnx: bool = True,
     ) -> None:
         self.store = store
+        self.onnx = onnx
         self._flavors = flavors
         self.trusted = trusted
         self.workdir = workdir
@@ -117,6 +123,8 @@ class ModelRuntime:
     def _load(self, session: Session, principal: Principal, version: ModelVersion) -> LoadedModel:
         model = session.get(RegisteredModel, version.model_id)
         name = model.name if model is not None else "?"
+        signature = Signature.from_stored(version.signature or {})
+        engine = version.flavor
         with tempfile.TemporaryDirectory(prefix="bridgehead-serve-", dir=self.workdir) as tmp:
             try:
                 predictor = registry.load_version(
@@ -131,16 +139,21 @@ class ModelRuntime:
                     f"{type(exc).__name__}: {exc}",
                     details={"model": name, "version": version.version},
                 ) from exc
+            if self.onnx:
+                fast = accelerate(predictor, Path(tmp), signature.columns if signature is not None else None)
+                if fast is not None:
+                    predictor, engine = fast, "onnxruntime"
         classes = getattr(predictor, "classes_", None)
-        log.info("loaded %s v%s (%s)", name, version.version, version.flavor)
+        log.info("loaded %s v%s (%s, served by %s)", name, version.version, version.flavor, engine)
         return LoadedModel(
             version_id=version.id,
             model_name=name,
             version=version.version,
             flavor=version.flavor,
             predictor=predictor,
-            signature=Signature.from_stored(version.signature or {}),
+            signature=signature,
             classes=[_plain(c) for c in classes] if classes is not None else None,
+            engine=engine,
         )
 
     @staticmethod

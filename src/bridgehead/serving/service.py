@@ -33,6 +33,8 @@ from bridgehead.tracking import service as tracking
 __all__ = [
     "ENVIRONMENTS",
     "STRATEGIES",
+    "EndpointCache",
+    "EndpointView",
     "RouteInfo",
     "add_feedback",
     "can_invoke",
@@ -104,7 +106,7 @@ def get_endpoint(session: Session, principal: Principal, name: str) -> Endpoint:
     return found
 
 
-def can_invoke(principal: Principal, endpoint: Endpoint) -> bool:
+def can_invoke(principal: Principal, endpoint: Endpoint | EndpointView) -> bool:
     if not principal.can(Action.SERVING_INVOKE):
         return False
     if principal.can_see_unit(endpoint.business_unit_id):
@@ -719,3 +721,73 @@ def versions_served(session: Session, principal: Principal, endpoint_id: str) ->
     return [(r["version_id"], "route", float(r.get("weight", 0))) for r in policy.get("routes", [])] + [
         (r["version_id"], "shadow", 100.0) for r in policy.get("shadows", [])
     ]
+
+
+# --- the endpoints as inference sees them: cached for a moment ------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    """What inference needs of an endpoint, read once and shared by the requests of the next moment."""
+
+    id: str
+    name: str
+    business_unit_id: str
+    environment: str
+    status: str
+    invokers: dict[str, Any]
+    salt: str
+    policy: TrafficPolicy
+
+
+class EndpointCache:
+    """Endpoints by name for inference, each kept ``ttl`` seconds. Changes made through this process's API
+    are seen at once (the routes invalidate); changes made elsewhere (another server, a standalone
+    ``bridgehead serve``) within ``ttl``. Keeps the hot path to one database read: the caller's token."""
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        import threading
+
+        self.ttl = ttl
+        self._items: dict[str, tuple[float, EndpointView | None]] = {}
+        self._lock = threading.Lock()
+
+    def invalidate(self, name: str | None = None) -> None:
+        with self._lock:
+            if name is None:
+                self._items.clear()
+            else:
+                self._items.pop(name, None)
+
+    def get(self, session: Session, name: str) -> EndpointView | None:
+        import time
+
+        now = time.monotonic()
+        hit = self._items.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found: Endpoint | None = session.scalar(select(Endpoint).where(Endpoint.name == name))
+        view = None
+        if found is not None:
+            view = EndpointView(
+                id=found.id,
+                name=found.name,
+                business_unit_id=found.business_unit_id,
+                environment=found.environment,
+                status=found.status,
+                invokers=dict(found.invokers or {}),
+                salt=found.salt,
+                policy=TrafficPolicy.from_config(found.policy),
+            )
+        with self._lock:
+            self._items[name] = (now + self.ttl, view)
+        return view
+
+    def for_invoke(self, session: Session, principal: Principal, name: str) -> EndpointView:
+        """The endpoint a caller may invoke; others answer "not found", a retired one 409."""
+        view = self.get(session, name)
+        if view is None or not can_invoke(principal, view):
+            raise NotFound(f"Endpoint {name!r} not found.", details={"endpoint": name})
+        if view.status != "active":
+            raise Conflict(f"Endpoint {name!r} is retired.", details={"endpoint": name})
+        return view
