@@ -12,6 +12,7 @@ import typer
 from fastapi import FastAPI
 
 from bridgehead.hookspecs import flavors, hookimpl
+from bridgehead.serving.lane import InferenceLane
 from bridgehead.serving.metrics import InferenceMetrics
 from bridgehead.serving.predlog import PredictionLog, PredictionRecord
 from bridgehead.serving.runtime import ModelRuntime
@@ -55,6 +56,8 @@ def setup_runtime(app: FastAPI) -> None:
 
     app.state.inference_metrics = InferenceMetrics()
     app.state.endpoint_cache = EndpointCache(settings.endpoint_cache_seconds)
+    # Successful inference calls are answered before FastAPI's machinery (see serving.lane).
+    app.state.fast_lanes.append((InferenceLane, {"fastapi": app}))
     app.state.predlog = PredictionLog(
         settings.resolved_prediction_log_dir,
         flush_interval_s=settings.prediction_log_flush_seconds,

@@ -179,6 +179,57 @@ class PredictionRecord:
             )
 
 
+_FIELDS = tuple(PredictionRecord.__dataclass_fields__)
+
+
+def trusted_records(
+    *,
+    request_ids: Sequence[str],
+    endpoint: str,
+    model_names: Sequence[str],
+    versions: Sequence[int],
+    role: str,
+    ts_ms: int,
+    latency_ms: float,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    keys: Sequence[str],
+    status: str = "ok",
+) -> list[PredictionRecord]:
+    """The records of one scored request, built without the per-record checks: for the inference path,
+    whose values are already known to be valid (the endpoint name was checked when the endpoint was
+    created; versions come from the registry). About a microsecond a row instead of six."""
+    validate_endpoint(endpoint)
+    if role not in ROLES or status not in STATUSES:
+        raise ValidationFailed("prediction records: unknown role or status", details={"role": role})
+    made = []
+    new = object.__new__
+    put = object.__setattr__
+    for i in range(len(request_ids)):
+        record = new(PredictionRecord)
+        for name, value in zip(
+            _FIELDS,
+            (
+                request_ids[i],
+                endpoint,
+                model_names[i],
+                versions[i],
+                role,
+                ts_ms,
+                latency_ms,
+                inputs[i],
+                outputs[i],
+                status,
+                keys[i],
+                i,
+            ),
+            strict=True,
+        ):
+            put(record, name, value)
+        made.append(record)
+    return made
+
+
 def partition_dir(root: Path, endpoint: str, ts_ms: int) -> Path:
     """The directory holding the rows of ``endpoint`` received in the hour of ``ts_ms``."""
     at = datetime.fromtimestamp(ts_ms // _HOUR_MS * _HOUR_MS / 1000, tz=UTC)

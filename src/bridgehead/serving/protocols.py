@@ -227,7 +227,23 @@ def _records_frame(records: Any, where: str) -> pd.DataFrame:
                 f"{where}[{i}] must be an object of column -> value, got {_type_name(r)}.",
                 details={"field": f"{where}[{i}]"},
             )
-    return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    if not records:
+        return pd.DataFrame()
+    numeric = _numeric_records(records)
+    return numeric if numeric is not None else pd.DataFrame.from_records(records)
+
+
+def _numeric_records(records: list[dict[str, Any]]) -> pd.DataFrame | None:
+    """The common case built directly: every record has the same keys in the same order and only floats.
+    The same frame as ``from_records`` (float64 columns) in a fraction of the time; anything else takes the
+    general way."""
+    columns = list(records[0])
+    if not columns or any(list(r) != columns for r in records[1:]):
+        return None
+    rows = [list(r.values()) for r in records]
+    if any(type(v) is not float for row in rows for v in row):
+        return None
+    return pd.DataFrame(np.asarray(rows, dtype=np.float64), columns=columns)
 
 
 # --- mlflow ------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from bridgehead.tracking.mlflow_api import API, write_log
 from bridgehead.tracking.mlflow_wire import Int64
 from bridgehead.tracking.service import MetricIn, now_ms
 
-__all__ = ["LoggingLane"]
+__all__ = ["LoggingLane", "read_body", "replay"]
 
 
 # The bodies as typed dicts: validated by pydantic-core with the same field rules as the routes' models
@@ -125,7 +125,7 @@ class LoggingLane:
         if route is None:
             await self.app(scope, receive, send)
             return
-        body, complete = await _read_body(receive)
+        body, complete = await read_body(receive)
         if self.db.is_sqlite:
             # SQLite is in-process and this write takes a fraction of a millisecond of CPU, which a worker
             # thread would hold the GIL for anyway; the hop to it and back costs more than the write. The
@@ -138,7 +138,7 @@ class LoggingLane:
             await send({"type": "http.response.start", "status": 200, "headers": _OK_HEADERS})
             await send({"type": "http.response.body", "body": b"{}"})
             return
-        await self.app(scope, _replay(body, complete, receive), send)
+        await self.app(scope, replay(body, complete, receive), send)
 
     def _write(
         self,
@@ -163,7 +163,7 @@ class LoggingLane:
         return True
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+async def read_body(receive: Receive) -> tuple[bytes, bool]:
     """The whole body, and whether it arrived whole (False when the client or the body limit ended it)."""
     chunks: list[bytes] = []
     while True:
@@ -175,7 +175,7 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
             return b"".join(chunks), True
 
 
-def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:
+def replay(body: bytes, complete: bool, receive: Receive) -> Receive:
     """A receive channel that gives the app the body already read, then the rest of the connection's."""
     sent = False
 
