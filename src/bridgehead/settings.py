@@ -108,9 +108,11 @@ class Settings(BaseSettings):
         default=1.0,
         ge=0,
         le=60,
-        description="How long an inference process keeps an endpoint's traffic policy before reading it "
-        "again. Changes made through the same process apply at once; changes made through another process "
-        "(another server, `bridgehead serve`) within this time.",
+        description="How long inference keeps what it read from the database: an endpoint's traffic policy "
+        "and an authenticated token. Deployment changes made through the same process apply at once; changes "
+        "made through another process (another server, `bridgehead serve`), token revocations and role "
+        "changes reach inference within this time (the rest of the API checks on every request). `0` reads "
+        "both on every request.",
     )
     max_predict_rows: int = Field(
         default=100_000,

@@ -196,3 +196,22 @@ def test_onnx_runtime_serves_only_when_it_agrees(tmp_path: Path) -> None:
     (tmp_path / "input_example.json").unlink()
     assert accelerate(model, tmp_path, FEATURES) is None  # nothing to confirm it on
     assert accelerate(object(), tmp_path, FEATURES) is None
+
+
+def test_a_revoked_token_stops_inference_within_the_cache_time(
+    client: TestClient, served: Registered
+) -> None:
+    """Inference keeps an authenticated token for BRIDGEHEAD_ENDPOINT_CACHE_SECONDS (1 s): a revocation is
+    honoured there within that time, and at once by the rest of the API."""
+    import time
+
+    eng = served.engineer
+    created = client.post("/api/v1/tokens", headers=eng.headers, json={"name": "app"}).json()
+    app_headers = {"Authorization": f"Bearer {created['token']}"}
+    records = {"records": [{k: float(v) for k, v in served.frame.iloc[0].items()}]}
+    assert client.post("/serve/credit/predict", json=records, headers=app_headers).status_code == 200
+    assert client.delete(f"/api/v1/tokens/{created['id']}", headers=eng.headers).status_code == 200
+    assert client.get("/api/v1/me", headers=app_headers).status_code == 401
+    time.sleep(1.1)
+    refused = client.post("/serve/credit/predict", json=records, headers=app_headers)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthenticated"

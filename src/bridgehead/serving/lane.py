@@ -24,10 +24,14 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridgehead.errors import BridgeheadError
-from bridgehead.serving.invoke import answer, score_request
+from bridgehead.serving.invoke import answer, ready, score_request
 from bridgehead.tracking.mlflow_lane import read_body, replay
 
-__all__ = ["InferenceLane"]
+__all__ = ["INLINE_BYTES", "InferenceLane"]
+
+# Requests up to this size are scored on the event loop when nothing needs loading (about 200 rows of 20
+# numbers); larger ones in a worker thread, so that one big batch does not hold up the small ones.
+INLINE_BYTES = 64 * 1024
 
 _PATHS: list[tuple[re.Pattern[str], Literal["native", "mlflow", "v2"]]] = [
     (re.compile(r"^/serve/([^/]{1,100})/predict$"), "native"),
@@ -86,9 +90,14 @@ class InferenceLane:
             return False
         background = BackgroundTasks()
         try:
-            scored = await run_in_threadpool(
-                score_request, request, name, protocol, body, background, key_column
-            )
+            if len(body) <= INLINE_BYTES and ready(request, name) is not None:
+                # Caller, endpoint and models are cached: nothing to wait on, only a little CPU, which a
+                # worker thread would hold the GIL for anyway; the hop there and back costs more.
+                scored = score_request(request, name, protocol, body, background, key_column)
+            else:
+                scored = await run_in_threadpool(
+                    score_request, request, name, protocol, body, background, key_column
+                )
         except BridgeheadError:
             return False
         payload: Any = answer(protocol, name, scored)

@@ -16,7 +16,7 @@ from bridgehead.serving.lane import InferenceLane
 from bridgehead.serving.metrics import InferenceMetrics
 from bridgehead.serving.predlog import PredictionLog, PredictionRecord
 from bridgehead.serving.runtime import ModelRuntime
-from bridgehead.serving.service import EndpointCache
+from bridgehead.serving.service import CallerCache, EndpointCache
 from bridgehead.web import Console
 
 ROUTERS = ("bridgehead.serving.routes", "bridgehead.serving.invoke", "bridgehead.serving.pages")
@@ -56,6 +56,7 @@ def setup_runtime(app: FastAPI) -> None:
 
     app.state.inference_metrics = InferenceMetrics()
     app.state.endpoint_cache = EndpointCache(settings.endpoint_cache_seconds)
+    app.state.caller_cache = CallerCache(settings.endpoint_cache_seconds)
     # Successful inference calls are answered before FastAPI's machinery (see serving.lane).
     app.state.fast_lanes.append((InferenceLane, {"fastapi": app}))
     app.state.predlog = PredictionLog(
