@@ -50,6 +50,37 @@ SEED = 20_240_611
 MAX_EXAMPLES = 12
 NUL = "\x00"
 
+
+def _binary_batches() -> tuple[bytes, bytes]:
+    """A small valid Arrow IPC stream and Parquet file, for the inference routes' binary bodies."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"age": [31.0, 45.0], "income": [4000.0, 5200.0]})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    parquet = io.BytesIO()
+    pq.write_table(table, parquet)
+    return sink.getvalue().to_pybytes(), parquet.getvalue()
+
+
+def _register_binary_media_types() -> None:
+    from hypothesis import strategies as st
+
+    arrow, parquet = _binary_batches()
+    schemathesis.openapi.media_type(
+        "application/vnd.apache.arrow.stream", st.one_of(st.just(arrow), st.binary(max_size=64))
+    )
+    schemathesis.openapi.media_type(
+        "application/vnd.apache.parquet", st.one_of(st.just(parquet), st.binary(max_size=64))
+    )
+
+
+_register_binary_media_types()
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
