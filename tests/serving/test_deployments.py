@@ -369,3 +369,29 @@ def test_the_model_version_page_lists_its_deployments(client: TestClient, regist
     assert 'href="/deployments/credit"' in page.text and "production · 10 % of traffic" in page.text
     unused = client.get("/models/credit-risk/versions/3")
     assert "Not deployed" in unused.text and 'href="/deployments/credit"' not in unused.text
+
+
+def test_seeing_logged_inputs_in_the_console_is_audited(
+    client: TestClient, registered: Registered, orgs: Org
+) -> None:
+    from tests.tracking.test_pages import sign_in
+
+    eng = registered.engineer
+    deploy(client, eng, "credit", "1", environment="production")
+    records = _records(registered.frame, slice(0, 2))
+    assert (
+        client.post("/serve/credit/predict", json={"records": records}, headers=eng.headers).status_code
+        == 200
+    )
+    client.app.state.predlog.flush()  # type: ignore[attr-defined]
+    sign_in(client, eng)  # no data.pii: inputs hidden, nothing to audit
+    assert "hidden (needs data.pii)" in client.get("/deployments/credit").text
+    chief = orgs.member(Role.CHIEF_AI_OFFICER)
+    sign_in(client, chief)
+    page = client.get("/deployments/credit").text
+    assert "&#34;income&#34;" in page or '"income"' in page
+    client.cookies.clear()
+    events = client.get("/api/v1/audit-events?action=endpoint.inputs.read", headers=chief.headers).json()[
+        "items"
+    ]
+    assert [(e["actor_email"], e["changes"]["rows"]) for e in events] == [(chief.email, 2)]

@@ -546,6 +546,9 @@ def _endpoint_page(
     window = hourly_view(rows, since, hours, labels, version_colors)
     show_inputs = principal.can(Action.DATA_PII)
     predictions, log_note = recent_predictions(request, endpoint.name, show_inputs)
+    if show_inputs and predictions:
+        with db_of(request).session(write=True) as session:
+            service.record_inputs_read(session, principal, endpoint, len(predictions))
     writable = can_deploy(principal, endpoint) and endpoint.status == "active"
     target = _rollback_target(endpoint, history)
     invokers = endpoint.invokers or {}

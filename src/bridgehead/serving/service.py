@@ -678,6 +678,19 @@ def add_hours(session: Session, records: Sequence[Any]) -> None:
     session.flush()
 
 
+def record_inputs_read(session: Session, principal: Principal, endpoint: Endpoint, rows: int) -> None:
+    """Audits that someone saw logged prediction inputs (which may hold personal data) in the console."""
+    record(
+        session,
+        principal,
+        "endpoint.inputs.read",
+        "endpoint",
+        endpoint.id,
+        business_unit_id=endpoint.business_unit_id,
+        changes={"name": endpoint.name, "rows": rows},
+    )
+
+
 # --- lineage: which endpoints serve a version ----------------------------------------------------------
 
 
