@@ -332,6 +332,22 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "report": {"passed": True, "row_count": 1, "expectations": []},
     },
     ("PUT", "/api/v1/datasets/{dataset_id}/policy"): {"units": [], "roles": ["data_scientist"]},
+    ("POST", "/api/v1/endpoints/{name}/deploy"): {
+        "model": "m",
+        "version": "1",
+        "environment": "staging",
+        "strategy": "replace",
+        "reason": "r",
+    },
+    ("PUT", "/api/v1/endpoints/{name}/traffic"): {
+        "routes": [{"model": "m", "version": "1", "weight": 100}],
+        "shadows": [{"model": "m", "version": "2"}],
+        "reason": "r",
+    },
+    ("POST", "/api/v1/endpoints/{name}/promote"): {"model": "m", "version": "1", "reason": "r"},
+    ("POST", "/api/v1/endpoints/{name}/rollback"): {"reason": "r"},
+    ("POST", "/api/v1/endpoints/{name}/retire"): {"reason": "r"},
+    ("PUT", "/api/v1/endpoints/{name}/invokers"): {"units": ["u"], "roles": ["business_user"]},
 }
 
 # PostgreSQL refuses NUL in text; SQLite stores it.

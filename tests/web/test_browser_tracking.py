@@ -428,7 +428,7 @@ def test_models_and_version_lineage(page: Page) -> None:
     expect(lineage.nth(0)).to_contain_text("customers-2024q4")
     expect(lineage.nth(1)).to_contain_text("gbm-d4-lr0.10")
     expect(lineage.nth(2)).to_contain_text("v2")
-    expect(lineage.nth(3)).to_contain_text("None yet")
+    expect(lineage.nth(3)).to_contain_text("Not deployed")
     expect(page.locator("#signature-inputs tbody tr")).to_have_count(4)
     with page.expect_download() as download:
         page.locator("#files tr", has_text="model.skops").get_by_role("link", name="Download").click()
