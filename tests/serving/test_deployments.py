@@ -45,6 +45,14 @@ def test_deploy_and_predict_match_the_model(client: TestClient, registered: Regi
     table = next(read_log(root, "credit-prod"))
     assert sorted(table.column("request_id").to_pylist()) == sorted(body["ids"])
     assert set(table.column("version").to_pylist()) == {1}
+    # Inputs and outputs are typed columns: a feature reads back as the numbers sent.
+    by_id = dict(zip(table.column("request_id").to_pylist(), table.column("inputs").to_pylist(), strict=True))
+    logged = [by_id[i] for i in body["ids"]]
+    assert [[row[c] for c in x.columns] for row in logged] == x.to_numpy().tolist()
+    outputs = dict(
+        zip(table.column("request_id").to_pylist(), table.column("outputs").to_pylist(), strict=True)
+    )
+    assert [outputs[i]["prediction"] for i in body["ids"]] == body["predictions"]
     stats_body = client.get("/api/v1/endpoints/credit-prod/stats", headers=eng.headers).json()
     hour = stats_body["hours"][0]
     assert (hour["requests"], hour["rows"], hour["errors"], hour["version"]) == (1, 25, 0, 1)
@@ -89,9 +97,7 @@ def test_shadow_answers_are_logged_never_returned(client: TestClient, registered
     rows = [r for batch in read_log(root, "credit") for r in batch.to_pylist()]
     shadow = sorted((r for r in rows if r["role"] == "shadow"), key=lambda r: r["row"])
     assert [r["request_id"] for r in shadow] == body["ids"] and {r["version"] for r in shadow} == {2}
-    import json
-
-    assert [json.loads(r["outputs"])["prediction"] for r in shadow] == registered.v2.predict(
+    assert [r["outputs"]["prediction"] for r in shadow] == registered.v2.predict(
         registered.frame.iloc[:10]
     ).tolist()
 

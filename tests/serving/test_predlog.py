@@ -11,11 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -23,6 +24,7 @@ import pytest
 from bridgehead.errors import StoreUnavailable, ValidationFailed
 from bridgehead.serving.predlog import (
     SCHEMA,
+    PredictionBatch,
     PredictionLog,
     PredictionRecord,
     partition_dir,
@@ -52,7 +54,20 @@ def rec(i: int, *, endpoint: str = "churn", ts_ms: int = T0, **fields: Any) -> P
 
 
 def read_all(root: Path, endpoint: str, **kwargs: Any) -> pa.Table:
-    return pa.Table.from_batches(list(read_log(root, endpoint, **kwargs)), schema=None if kwargs else SCHEMA)
+    tables = [pa.Table.from_batches([b]) for b in read_log(root, endpoint, **kwargs)]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A row read back, with the empty fields of its inputs and outputs left out (files unify their types)."""
+    out = dict(row)
+    for name in ("inputs", "outputs"):
+        value = out.get(name)
+        if isinstance(value, str):
+            value = json.loads(value)
+        if isinstance(value, dict):
+            out[name] = {k: v for k, v in value.items() if v is not None}
+    return out
 
 
 def ids(root: Path, endpoint: str) -> list[str]:
@@ -79,8 +94,8 @@ def as_row(r: PredictionRecord) -> dict[str, Any]:
         "role": r.role,
         "ts": datetime.fromtimestamp(r.ts_ms / 1000, tz=UTC),
         "latency_ms": r.latency_ms,
-        "inputs": r.inputs,
-        "outputs": r.outputs,
+        "inputs": json.loads(r.inputs),
+        "outputs": json.loads(r.outputs),
         "status": r.status,
         "key": r.key,
         "row": r.row,
@@ -120,18 +135,22 @@ def test_records_are_written_and_read_back_exactly_in_hour_partitions(tmp_path: 
     assert len(parquet) == 4  # one file per (endpoint, hour), nothing else (no *.tmp left behind)
     for path in parquet:
         assert re.fullmatch(r"part-\d{13}-[0-9a-f]{8}\.parquet", path.name)
-        assert pq.read_schema(path).equals(SCHEMA)
+        schema = pq.read_schema(path)
+        assert pa.schema(list(schema)[: len(SCHEMA)]).equals(SCHEMA)
+        assert schema.names[len(SCHEMA) :] == ["inputs", "outputs"]
+        assert pa.types.is_struct(schema.field("inputs").type)
         assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
     assert (
         partition_dir(tmp_path, "churn", T0 + HOUR + 5) == tmp_path / "endpoint=churn/date=2024-05-06/hour=11"
     )
 
     churn = read_all(tmp_path, "churn")
-    assert churn.schema.equals(SCHEMA)
-    assert churn.to_pylist() == [as_row(r) for r in records[:3]]
+    assert [plain(r) for r in churn.to_pylist()] == [as_row(r) for r in records[:3]]
     fraud = read_all(tmp_path, "fraud.v2")
-    assert fraud.to_pylist() == [as_row(r) for r in records[3:]]
-    assert json.loads(fraud.column("inputs")[1].as_py()) == {"amount": 12.5, "note": "café ✓"}
+    assert [plain(r) for r in fraud.to_pylist()] == [as_row(r) for r in records[3:]]
+    assert plain(fraud.to_pylist()[1])["inputs"] == {"amount": 12.5, "note": "café ✓"}
+    # Inputs are typed columns, not text: a feature is read as a column.
+    assert churn.column("inputs").type.field("x").type == pa.int64()
 
 
 # 2 -----------------------------------------------------------------------------------------------------------
@@ -200,7 +219,7 @@ def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path: Path) -> None:
         tmp_path,
         flush_interval_s=0.05,
         max_buffer_rows=2_000,  # capacity 20,000: nothing may be dropped
-        on_flush=lambda records: flushed.extend(r.request_id for r in records),
+        on_flush=lambda table: flushed.extend(table.column("request_id").to_pylist()),
     )
     log.start()
     barrier = threading.Barrier(9)
@@ -355,8 +374,8 @@ def test_an_on_flush_error_is_logged_and_loses_nothing(
 ) -> None:
     calls: list[int] = []
 
-    def on_flush(records: Sequence[PredictionRecord]) -> None:
-        calls.append(len(records))
+    def on_flush(table: pa.Table) -> None:
+        calls.append(table.num_rows)
         raise RuntimeError("database is down")
 
     log = PredictionLog(tmp_path, on_flush=on_flush)
@@ -476,7 +495,8 @@ def test_recent_returns_the_newest_rows_first_reading_only_the_newest_hours(tmp_
 
     newest = recent(tmp_path, "churn", limit=3)
     assert [r["request_id"] for r in newest] == ["r5", "r4", "r3"]
-    assert newest[0] == as_row(records[5])
+    assert plain(newest[0]) == as_row(records[5])
+    assert isinstance(newest[0]["inputs"], str)  # JSON text, as the console shows it
     assert [r["request_id"] for r in recent(tmp_path, "churn")] == ["r5", "r4", "r3", "r2", "r1", "r0"]
     assert recent(tmp_path, "churn", limit=0) == []
     assert recent(tmp_path, "nobody") == []
@@ -486,3 +506,151 @@ def test_recent_returns_the_newest_rows_first_reading_only_the_newest_hours(tmp_
     assert [r["request_id"] for r in recent(tmp_path, "churn", limit=3)] == ["r5", "r4", "r3"]
     with pytest.raises(StoreUnavailable):
         recent(tmp_path, "churn", limit=4)
+
+
+# 9: batches, as the inference path hands them over ------------------------------------------------------------
+
+
+def batch(
+    first: int, frame: pd.DataFrame, *, ts_ms: int = T0, role: str = "primary", **fields: Any
+) -> PredictionBatch:
+    n = len(frame)
+    values: dict[str, Any] = {
+        "ids": [f"b{first + i}" for i in range(n)],
+        "endpoint": "churn",
+        "model_names": ["churn-model"] * n,
+        "versions": [3] * n,
+        "role": role,
+        "ts_ms": ts_ms,
+        "latency_ms": 2.5,
+        "inputs": frame,
+        "predictions": [i % 2 for i in range(n)],
+        "probabilities": [[0.5 - i / 10, 0.5 + i / 10] for i in range(n)],
+    }
+    values.update(fields)
+    return PredictionBatch(**values)
+
+
+def test_a_batch_is_written_with_typed_input_and_output_columns(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "income": [52_000.5, float("nan"), 31_000.0],
+            "age": [41, 35, 29],
+            "city": ["Lyon", None, "Gdańsk"],
+            "member": [True, False, True],
+        }
+    )
+    log = PredictionLog(tmp_path)
+    log.record([batch(0, frame, keys=["k0", "k1", "k2"]), rec(9)])
+    assert log.pending == 4
+    assert log.flush() == 4 and log.written == 4
+
+    [path] = [p for p in tmp_path.rglob("*.parquet")]  # records and batches of one hour share a file
+    table = pq.read_table(path)
+    inputs = table.schema.field("inputs").type
+    assert inputs.field("income").type == pa.float64() and inputs.field("age").type == pa.int64()
+    assert inputs.field("city").type == pa.string() and inputs.field("member").type == pa.bool_()
+    outputs = table.schema.field("outputs").type
+    assert outputs.field("prediction").type == pa.int64()
+    assert outputs.field("probabilities").type == pa.list_(pa.float64())
+
+    rows = {r["request_id"]: r for r in table.to_pylist()}
+    b1 = rows["b1"]
+    assert (b1["row"], b1["key"], b1["version"], b1["latency_ms"], b1["status"]) == (1, "k1", 3, 2.5, "ok")
+    assert b1["inputs"]["income"] is None  # NaN is a missing value
+    assert b1["inputs"]["age"] == 35 and b1["inputs"]["city"] is None and b1["inputs"]["member"] is False
+    assert b1["outputs"]["prediction"] == 1 and b1["outputs"]["probabilities"] == [0.4, 0.6]
+    assert rows["b2"]["inputs"]["city"] == "Gdańsk"
+    assert rows["r9"]["inputs"]["x"] == 9 and rows["r9"]["inputs"]["age"] is None  # unified with the batch
+    assert table.column("ts").to_pylist()[0] == datetime.fromtimestamp(T0 / 1000, tz=UTC)
+
+
+def test_batches_whose_types_differ_are_unified_or_written_apart(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    log.record(
+        [
+            batch(0, pd.DataFrame({"x": [1, 2]})),
+            batch(2, pd.DataFrame({"x": [0.5]})),  # int and float: one file, a float column
+        ]
+    )
+    assert log.flush() == 3
+    [one] = list(tmp_path.rglob("*.parquet"))
+    assert pq.read_table(one).column("inputs").type.field("x").type == pa.float64()
+
+    later = T0 + HOUR
+    log.record(
+        [
+            batch(3, pd.DataFrame({"x": [1.5]}), ts_ms=later),
+            batch(4, pd.DataFrame({"x": ["text"]}), ts_ms=later),  # no common type: two files
+        ]
+    )
+    assert log.flush() == 2
+    files = list(partition_dir(tmp_path, "churn", later).glob("*.parquet"))
+    assert len(files) == 2
+    assert sorted(ids(tmp_path, "churn")) == ["b0", "b1", "b2", "b3", "b4"]
+    assert [r["request_id"] for r in recent(tmp_path, "churn", limit=10)][:2] in (["b3", "b4"], ["b4", "b3"])
+
+
+def test_a_shadow_batch_that_failed_keeps_its_error(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    log.record(
+        [
+            batch(0, frame),
+            batch(
+                0,
+                frame,
+                role="shadow",
+                predictions=None,
+                probabilities=None,
+                status="error",
+                error="the model failed: boom",
+            ),
+        ]
+    )
+    assert log.flush() == 4
+    shadow = [plain(r) for r in read_all(tmp_path, "churn").to_pylist() if r["role"] == "shadow"]
+    assert [r["outputs"] for r in shadow] == [{"error": "the model failed: boom"}] * 2
+    assert [r["status"] for r in shadow] == ["error", "error"]
+    assert [r["request_id"] for r in shadow] == ["b0", "b1"]  # the primary's ids, to compare answers
+
+
+def test_a_batch_arrow_cannot_encode_is_rejected_whole_and_the_rest_is_written(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    log.record(
+        [
+            batch(0, pd.DataFrame({"note": ["fine"]})),
+            batch(1, pd.DataFrame({"note": pd.Series(["ok", "bad \ud800"], dtype=object)})),
+            batch(3, pd.DataFrame({"note": ["fine too"]})),
+        ]
+    )
+    assert log.flush() == 2
+    assert log.rejected == 2 and log.pending == 0
+    assert sorted(ids(tmp_path, "churn")) == ["b0", "b3"]
+
+
+def test_buffer_capacity_counts_rows_and_drops_oldest_batches_whole(tmp_path: Path) -> None:
+    blocker = tmp_path / "endpoint=churn"
+    blocker.write_text("in the way")
+    log = PredictionLog(tmp_path, max_buffer_rows=5)  # capacity 50 rows
+    frame = pd.DataFrame({"x": [float(i) for i in range(10)]})
+    log.record([batch(i * 10, frame) for i in range(5)])
+    with pytest.raises(StoreUnavailable):
+        log.flush()
+    assert log.pending == 50 and log.dropped == 0
+    log.record([batch(50, frame.iloc[:3].reset_index(drop=True))])
+    assert log.pending == 43 and log.dropped == 10  # the oldest request went, all of its rows
+
+    blocker.unlink()
+    assert log.flush() == 43
+    assert sorted(ids(tmp_path, "churn")) == sorted(f"b{i}" for i in [*range(10, 50), 50, 51, 52])
+
+
+def test_a_batch_needs_one_value_per_row() -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    with pytest.raises(ValidationFailed):
+        batch(0, frame, versions=[3])
+    with pytest.raises(ValidationFailed):
+        batch(0, frame, keys=["only one"])
+    with pytest.raises(ValidationFailed):
+        batch(0, frame, endpoint="../escape")

@@ -13,12 +13,13 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 from sqlalchemy import select, update
@@ -270,9 +271,9 @@ def seed_serving(home: Path) -> None:
             ],
         )
 
-        def aggregate(records: Sequence[PredictionRecord]) -> None:
+        def aggregate(table: pa.Table) -> None:
             with db.session(write=True) as session:
-                serving.add_hours(session, records)
+                serving.add_hours(session, table)
 
         log = PredictionLog(home / "predictions", on_flush=aggregate)
         ids = _traffic(

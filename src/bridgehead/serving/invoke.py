@@ -10,8 +10,6 @@ the answer is sent; their results are logged with role "shadow" and never return
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from bridgehead.errors import BridgeheadError, NotFound, ValidationFailed, error
 from bridgehead.logs import current_request_id
 from bridgehead.serving import protocols, service
 from bridgehead.serving.metrics import InferenceMetrics
-from bridgehead.serving.predlog import PredictionLog, PredictionRecord, trusted_records
+from bridgehead.serving.predlog import PredictionBatch, PredictionLog
 from bridgehead.serving.routing import assign_many
 from bridgehead.serving.runtime import LoadedModel, ModelRuntime
 from bridgehead.serving.schemas import FeedbackIn, FeedbackOut, PredictOut
@@ -86,29 +84,6 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
     return value
-
-
-def _rows_json(frame: pd.DataFrame) -> list[str]:
-    """Each input row as a JSON object (column -> value), for the prediction log. Larger frames go through
-    pandas' C encoder (15 significant digits, ISO dates), a few times faster than one ``json.dumps`` a row."""
-    if len(frame) >= 8:
-        try:
-            lines = frame.to_json(orient="records", lines=True, double_precision=15, date_format="iso")
-            encoded = lines.splitlines() if lines else []
-            if len(encoded) == len(frame):
-                return encoded
-        except (TypeError, ValueError, OverflowError):
-            pass  # a value pandas cannot encode: the general way below
-    columns = [str(c) for c in frame.columns]
-    if all(d.kind == "f" for d in frame.dtypes.tolist()):
-        return [
-            json.dumps(dict(zip(columns, [None if v != v else v for v in row], strict=True)))
-            for row in frame.to_numpy().tolist()
-        ]
-    return [
-        json.dumps({c: _json_value(v) for c, v in zip(columns, row, strict=True)}, default=str)
-        for row in frame.to_numpy(dtype=object).tolist()
-    ]
 
 
 def _callers(request: Request) -> service.CallerCache:
@@ -211,35 +186,28 @@ def score_request(
     latency_ms = (time.perf_counter() - started) * 1000
     ids = [request_id] if n == 1 else [f"{request_id}.{i}" for i in range(n)]
     if not request.app.state.settings.prediction_log_disabled:
-        inputs = _rows_json(frame)
         _predlog(request).record(
-            trusted_records(
-                request_ids=ids,
-                endpoint=target.name,
-                model_names=[loaded_routes[c].model_name for c in chosen],
-                versions=versions,
-                role="primary",
-                ts_ms=received_ms,
-                latency_ms=latency_ms,
-                inputs=inputs,
-                outputs=[
-                    _output_json(predictions[i], probabilities[i] if probabilities is not None else None)
-                    for i in range(n)
-                ],
-                keys=[str(k) if k is not None else "" for k in keys] if keys is not None else [""] * n,
-            )
+            [
+                PredictionBatch(
+                    ids=ids,
+                    endpoint=target.name,
+                    model_names=[loaded_routes[c].model_name for c in chosen]
+                    if len(used) > 1
+                    else [loaded_routes[used[0]].model_name] * n,
+                    versions=versions,
+                    role="primary",
+                    ts_ms=received_ms,
+                    latency_ms=latency_ms,
+                    inputs=frame,
+                    predictions=predictions,
+                    probabilities=probabilities,
+                    keys=[str(k) if k is not None else "" for k in keys] if keys is not None else None,
+                )
+            ]
         )
         if shadows:
             background.add_task(
-                _run_shadows,
-                _predlog(request),
-                runtime,
-                shadows,
-                frame,
-                ids,
-                inputs,
-                target.name,
-                received_ms,
+                _run_shadows, _predlog(request), runtime, shadows, frame, ids, target.name, received_ms
             )
     distinct = sorted(set(versions))
     _metrics(request).observe(
@@ -282,22 +250,6 @@ def answer(protocol: Literal["native", "mlflow", "v2"], name: str, scored: Score
     }
 
 
-def _output_json(prediction: Any, probabilities: list[float] | None) -> str:
-    """``{"prediction": ..., "probabilities": [...]}`` as JSON; numbers are formatted directly (the common
-    case, a few times faster than ``json.dumps``), anything else through it."""
-    if type(prediction) in (int, float, str) and (
-        not probabilities or all(type(p) is float and math.isfinite(p) for p in probabilities)
-    ):
-        head = json.dumps(prediction) if type(prediction) is not int else str(prediction)
-        if not probabilities:
-            return f'{{"prediction":{head}}}'
-        return f'{{"prediction":{head},"probabilities":[{",".join(map(repr, probabilities))}]}}'
-    output: dict[str, Any] = {"prediction": _json_value(prediction)}
-    if probabilities:
-        output["probabilities"] = probabilities
-    return json.dumps(output, default=str)
-
-
 def _metrics(request: Request) -> InferenceMetrics:
     metrics: InferenceMetrics = request.app.state.inference_metrics
     return metrics
@@ -330,53 +282,48 @@ def _keys_from_column(parsed: protocols.ParsedRequest, column: str) -> protocols
     return dataclasses.replace(parsed, frame=parsed.frame.drop(columns=[column]), keys=keys)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str)
-
-
 def _run_shadows(
     predlog: PredictionLog,
     runtime: ModelRuntime,
     shadows: list[LoadedModel],
     frame: pd.DataFrame,
     ids: list[str],
-    inputs: list[str],
     endpoint: str,
     received_ms: int,
 ) -> None:
     """Score the copy with each shadow and log it; a failing shadow is logged as errors, never raised."""
+    n = len(frame)
     for loaded in shadows:
         started = time.perf_counter()
+        predictions: list[Any] | None = None
+        probabilities: list[list[float]] | None = None
+        error = None
         try:
             part = (
                 protocols.validate_frame(frame, loaded.signature) if loaded.signature is not None else frame
             )
             result = runtime.predict(loaded, part)
-            outputs = [
-                {"prediction": _json_value(p)}
-                | ({"probabilities": result.probabilities[i]} if result.probabilities is not None else {})
-                for i, p in enumerate(result.predictions)
-            ]
-            status = "ok"
+            predictions = [_json_value(p) for p in result.predictions]
+            probabilities = result.probabilities
         except BridgeheadError as exc:
-            outputs = [{"error": exc.message}] * len(frame)
-            status = "error"
-        latency_ms = (time.perf_counter() - started) * 1000
+            error = exc.message
         predlog.record(
-            PredictionRecord(
-                request_id=ids[i],
-                endpoint=endpoint,
-                model_name=loaded.model_name,
-                version=loaded.version,
-                role="shadow",
-                ts_ms=received_ms,
-                latency_ms=latency_ms,
-                inputs=inputs[i],
-                outputs=_json(outputs[i]),
-                status=status,
-                row=i,
-            )
-            for i in range(len(frame))
+            [
+                PredictionBatch(
+                    ids=ids,
+                    endpoint=endpoint,
+                    model_names=[loaded.model_name] * n,
+                    versions=[loaded.version] * n,
+                    role="shadow",
+                    ts_ms=received_ms,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    inputs=frame,
+                    predictions=predictions,
+                    probabilities=probabilities,
+                    status="ok" if error is None else "error",
+                    error=error,
+                )
+            ]
         )
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
 import typer
 from fastapi import FastAPI
 
 from bridgehead.hookspecs import flavors, hookimpl
 from bridgehead.serving.lane import InferenceLane
 from bridgehead.serving.metrics import InferenceMetrics
-from bridgehead.serving.predlog import PredictionLog, PredictionRecord
+from bridgehead.serving.predlog import PredictionLog
 from bridgehead.serving.runtime import ModelRuntime
 from bridgehead.serving.service import CallerCache, EndpointCache
 from bridgehead.web import Console
@@ -48,11 +48,11 @@ def setup_runtime(app: FastAPI) -> None:
     )
     db = app.state.db
 
-    def aggregate(records: Sequence[PredictionRecord]) -> None:
+    def aggregate(table: pa.Table) -> None:
         from bridgehead.serving.service import add_hours
 
         with db.session(write=True) as session:
-            add_hours(session, records)
+            add_hours(session, table)
 
     app.state.inference_metrics = InferenceMetrics()
     app.state.endpoint_cache = EndpointCache(settings.endpoint_cache_seconds)

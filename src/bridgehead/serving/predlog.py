@@ -4,6 +4,16 @@ Layout (hive style, UTC)::
 
     root/endpoint=<endpoint>/date=YYYY-MM-DD/hour=HH/part-<flush ts_ms>-<uuid8>.parquet
 
+One row per scored input row. Columns: the fixed `SCHEMA` (request id, endpoint, model name and version, role,
+timestamp, latency, status, routing key, row index in its request), then ``inputs``, a struct with one *typed*
+field per model input (so monitoring reads a feature as a column, without parsing), and ``outputs``, a struct
+of ``prediction``, ``probabilities`` (classifiers) and ``error`` (a failed shadow). Input and output field
+types follow the model, so two files may differ there; readers unify them (Arrow's permissive promotion).
+
+The inference path hands over a `PredictionBatch` per request: its input frame and predictions as they are,
+a few microseconds whatever the request's size. Encoding to Arrow happens at flush time, for many requests
+at once. `PredictionRecord` (one row, inputs and outputs as JSON objects) is the general way for other writers.
+
 `PredictionLog.record` only appends to an in-memory buffer under a lock; a daemon thread writes the buffer every
 ``flush_interval_s`` seconds, or as soon as it holds ``max_buffer_rows`` rows. Each flush groups the rows by
 (endpoint, hour) and writes one file per group atomically: the file is written as ``*.tmp`` in its final
@@ -23,17 +33,19 @@ Durability, for a row whose `record` call returned (it is *acknowledged*):
   Groups of other endpoints or hours are written meanwhile. While writes keep failing the buffer is capped at
   ``OVERFLOW_FACTOR * max_buffer_rows`` rows: beyond that the *oldest* rows are dropped and counted in
   `PredictionLog.dropped`, so a broken disk cannot take the serving process down with it.
-* A row that Arrow cannot encode (a string with a lone surrogate) would block its whole group forever; such
-  rows are logged, counted in `PredictionLog.rejected` and skipped, and the rest of the group is written.
+* A row that Arrow cannot encode (a string with a lone surrogate, a record whose inputs are not a JSON
+  object) would block its whole group forever; such a record, or such a request's batch, is logged, its rows
+  counted in `PredictionLog.rejected` and skipped, and the rest of the group is written.
 
-``on_flush(records)`` is called once per file, after that file is durably in place, on the thread that flushed
-(the background thread, or the caller of `flush`/`close`). It should be quick. An exception in it is logged and
+``on_flush(table)`` is called once per file with the table written, after that file is durably in place, on
+the thread that flushed (the background thread, or the caller of `flush`/`close`). It should be quick. An exception in it is logged and
 swallowed: the file is written and its rows are not retried.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -48,6 +60,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -55,10 +69,12 @@ import pyarrow.parquet as pq
 from bridgehead.errors import StoreUnavailable, ValidationFailed
 
 __all__ = [
+    "COLUMNS",
     "OVERFLOW_FACTOR",
     "ROLES",
     "SCHEMA",
     "STATUSES",
+    "PredictionBatch",
     "PredictionLog",
     "PredictionRecord",
     "partition_dir",
@@ -75,6 +91,9 @@ STATUSES = ("ok", "error")
 OVERFLOW_FACTOR = 10
 
 _TS = pa.timestamp("ms", tz="UTC")
+# The columns every file has; after them come ``inputs`` (a struct: one typed field per model input) and
+# ``outputs`` (a struct: ``prediction``, ``probabilities`` for classifiers, ``error`` when scoring failed), whose
+# field types follow the model and may differ from file to file.
 SCHEMA = pa.schema(
     [
         pa.field("request_id", pa.string(), nullable=False),
@@ -84,13 +103,12 @@ SCHEMA = pa.schema(
         pa.field("role", pa.string(), nullable=False),
         pa.field("ts", _TS, nullable=False),
         pa.field("latency_ms", pa.float64(), nullable=False),
-        pa.field("inputs", pa.string(), nullable=False),
-        pa.field("outputs", pa.string(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
         pa.field("key", pa.string(), nullable=False),
         pa.field("row", pa.int32(), nullable=False),
     ]
 )
+COLUMNS = (*SCHEMA.names, "inputs", "outputs")
 
 _HOUR_MS = 3_600_000
 _DAY_MS = 24 * _HOUR_MS
@@ -101,8 +119,8 @@ _ENDPOINT = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
 _DATE_DIR = re.compile(r"date=(\d{4})-(\d{2})-(\d{2})")
 _HOUR_DIR = re.compile(r"hour=(\d{2})")
 _STR_FIELDS = ("request_id", "model_name", "inputs", "outputs", "key")
-# What Arrow raises for a value it cannot encode (UnicodeEncodeError is a ValueError).
-_ENCODE_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
+# What Arrow raises for a value it cannot encode (UnicodeEncodeError is a ValueError), and json for bad text.
+_ENCODE_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError, RecursionError)
 
 
 def validate_endpoint(endpoint: str) -> str:
@@ -182,52 +200,54 @@ class PredictionRecord:
 _FIELDS = tuple(PredictionRecord.__dataclass_fields__)
 
 
-def trusted_records(
-    *,
-    request_ids: Sequence[str],
-    endpoint: str,
-    model_names: Sequence[str],
-    versions: Sequence[int],
-    role: str,
-    ts_ms: int,
-    latency_ms: float,
-    inputs: Sequence[str],
-    outputs: Sequence[str],
-    keys: Sequence[str],
-    status: str = "ok",
-) -> list[PredictionRecord]:
-    """The records of one scored request, built without the per-record checks: for the inference path,
-    whose values are already known to be valid (the endpoint name was checked when the endpoint was
-    created; versions come from the registry). About a microsecond a row instead of six."""
-    validate_endpoint(endpoint)
-    if role not in ROLES or status not in STATUSES:
-        raise ValidationFailed("prediction records: unknown role or status", details={"role": role})
-    made = []
-    new = object.__new__
-    put = object.__setattr__
-    for i in range(len(request_ids)):
-        record = new(PredictionRecord)
-        for name, value in zip(
-            _FIELDS,
-            (
-                request_ids[i],
-                endpoint,
-                model_names[i],
-                versions[i],
-                role,
-                ts_ms,
-                latency_ms,
-                inputs[i],
-                outputs[i],
-                status,
-                keys[i],
-                i,
-            ),
-            strict=True,
+@dataclass(slots=True)
+class PredictionBatch:
+    """The rows of one scored request as one role answered them, kept as the inference path has them: the
+    input frame and the predictions. Encoding to Arrow happens when the log is flushed, off the request path,
+    for the whole flush at once (a request costs the log a few microseconds whatever its size).
+
+    The caller hands the frame over: it must not change it afterwards. Built by trusted code (the inference
+    path), so only cheap checks run here; the endpoint name was checked when the endpoint was created.
+    """
+
+    ids: Sequence[str]
+    endpoint: str
+    model_names: Sequence[str]
+    versions: Sequence[int]
+    role: str
+    ts_ms: int
+    latency_ms: float
+    # One row per id, one column per model input (typed columns in the file).
+    inputs: pd.DataFrame
+    # One per row; None when the whole batch failed (then ``error`` says why).
+    predictions: Sequence[Any] | None = None
+    probabilities: Sequence[Sequence[float]] | None = None
+    keys: Sequence[str] | None = None
+    status: str = "ok"
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_endpoint(self.endpoint)
+        if self.role not in ROLES or self.status not in STATUSES:
+            raise ValidationFailed(
+                "prediction batch: unknown role or status", details={"role": self.role, "status": self.status}
+            )
+        n = len(self.ids)
+        if (
+            len(self.inputs) != n
+            or len(self.model_names) != n
+            or len(self.versions) != n
+            or (self.predictions is not None and len(self.predictions) != n)
+            or (self.probabilities is not None and len(self.probabilities) != n)
+            or (self.keys is not None and len(self.keys) != n)
         ):
-            put(record, name, value)
-        made.append(record)
-    return made
+            raise ValidationFailed("prediction batch: every column needs one value per row")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+_Item = PredictionRecord | PredictionBatch
 
 
 def partition_dir(root: Path, endpoint: str, ts_ms: int) -> Path:
@@ -236,8 +256,26 @@ def partition_dir(root: Path, endpoint: str, ts_ms: int) -> Path:
     return Path(root) / f"endpoint={validate_endpoint(endpoint)}" / f"date={at:%Y-%m-%d}" / f"hour={at:%H}"
 
 
-def _to_table(records: Sequence[PredictionRecord]) -> pa.Table:
-    return pa.Table.from_arrays(
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    return value
+
+
+def _struct(rows: list[dict[str, Any]]) -> pa.Array:
+    """A struct column from dicts (types inferred by Arrow); rows without any field give a struct with none,
+    which Parquet cannot store, so such a column keeps one all-null placeholder field."""
+    array = pa.array(rows)
+    if not pa.types.is_struct(array.type):
+        raise ValueError(f"expected objects, got {array.type}")
+    if array.type.num_fields == 0:
+        return pa.StructArray.from_arrays([pa.nulls(len(rows), pa.null())], names=["_"])
+    return array
+
+
+def _records_table(records: Sequence[PredictionRecord]) -> pa.Table:
+    meta = pa.Table.from_arrays(
         [
             pa.array([r.request_id for r in records], pa.string()),
             pa.array([r.endpoint for r in records], pa.string()),
@@ -246,14 +284,97 @@ def _to_table(records: Sequence[PredictionRecord]) -> pa.Table:
             pa.array([r.role for r in records], pa.string()),
             pa.array([r.ts_ms for r in records], _TS),
             pa.array([r.latency_ms for r in records], pa.float64()),
-            pa.array([r.inputs for r in records], pa.string()),
-            pa.array([r.outputs for r in records], pa.string()),
             pa.array([r.status for r in records], pa.string()),
             pa.array([r.key for r in records], pa.string()),
             pa.array([r.row for r in records], pa.int32()),
         ],
         schema=SCHEMA,
     )
+    inputs = _struct([_json_object(r.inputs, "inputs") for r in records])
+    outputs = _struct([_json_object(r.outputs, "outputs") for r in records])
+    return meta.append_column("inputs", inputs).append_column("outputs", outputs)
+
+
+def _inputs_array(frame: pd.DataFrame) -> pa.Array:
+    columns = [str(c) for c in frame.columns]
+    if not columns:
+        return pa.StructArray.from_arrays([pa.nulls(len(frame), pa.null())], names=["_"])
+    batch = pa.RecordBatch.from_pandas(frame, preserve_index=False)
+    # pandas 3 hands strings over as large_string; the log keeps one string type, so files unify.
+    arrays = [
+        a.cast(pa.string()) if pa.types.is_large_string(a.type) or pa.types.is_string_view(a.type) else a
+        for a in batch.columns
+    ]
+    return pa.StructArray.from_arrays(arrays, names=columns)
+
+
+def _batch_table(batch: PredictionBatch) -> pa.Table:
+    n = len(batch)
+    single_model = len(set(batch.model_names)) == 1
+    meta = pa.Table.from_arrays(
+        [
+            pa.array(batch.ids, pa.string()),
+            pa.repeat(pa.scalar(batch.endpoint, pa.string()), n),
+            pa.repeat(pa.scalar(batch.model_names[0], pa.string()), n)
+            if single_model and n
+            else pa.array(batch.model_names, pa.string()),
+            pa.array(np.asarray(batch.versions, dtype=np.int32), pa.int32()),
+            pa.repeat(pa.scalar(batch.role, pa.string()), n),
+            pa.repeat(pa.scalar(batch.ts_ms, _TS), n),
+            pa.repeat(pa.scalar(float(batch.latency_ms), pa.float64()), n),
+            pa.repeat(pa.scalar(batch.status, pa.string()), n),
+            pa.array(batch.keys, pa.string())
+            if batch.keys is not None
+            else pa.repeat(pa.scalar("", pa.string()), n),
+            pa.array(np.arange(n, dtype=np.int32), pa.int32()),
+        ],
+        schema=SCHEMA,
+    )
+    fields: list[pa.Array] = []
+    names: list[str] = []
+    if batch.predictions is not None:
+        fields.append(_predictions_array(batch.predictions))
+        names.append("prediction")
+    if batch.probabilities is not None:
+        fields.append(pa.array(batch.probabilities, pa.list_(pa.float64())))
+        names.append("probabilities")
+    if batch.error is not None:
+        fields.append(pa.repeat(pa.scalar(batch.error, pa.string()), n))
+        names.append("error")
+    if not fields:
+        fields, names = [pa.nulls(n, pa.null())], ["_"]
+    outputs = pa.StructArray.from_arrays(fields, names=names)
+    return meta.append_column("inputs", _inputs_array(batch.inputs)).append_column("outputs", outputs)
+
+
+def _predictions_array(predictions: Sequence[Any]) -> pa.Array:
+    if isinstance(predictions, np.ndarray):
+        return pa.array(predictions)
+    try:
+        return pa.array(list(predictions))
+    except (pa.ArrowException, TypeError, ValueError):
+        # Mixed kinds (a model answering numbers and text): kept as JSON text, one per row.
+        return pa.array([json.dumps(p, default=str) for p in predictions], pa.string())
+
+
+def _by_schema(tables: list[pa.Table]) -> list[pa.Table]:
+    """Tables of the same schema concatenated (cheap: no copy), in first-seen order."""
+    groups: dict[pa.Schema, list[pa.Table]] = {}
+    for table in tables:
+        groups.setdefault(table.schema, []).append(table)
+    return [pa.concat_tables(group) if len(group) > 1 else group[0] for group in groups.values()]
+
+
+def _concat(tables: list[pa.Table]) -> list[pa.Table]:
+    """As few tables as the types allow: one when the input and output columns have a common type (Arrow's
+    permissive promotion: an integer column meets a float one as float, a missing field is null), otherwise
+    the tables as they are (one file each)."""
+    if len(tables) == 1:
+        return tables
+    try:
+        return [pa.concat_tables(tables, promote_options="permissive")]
+    except (pa.ArrowException, ValueError, TypeError):
+        return tables
 
 
 def _fsync_dir(path: Path) -> None:
@@ -316,7 +437,7 @@ class PredictionLog:
         *,
         flush_interval_s: float = 1.0,
         max_buffer_rows: int = 50_000,
-        on_flush: Callable[[Sequence[PredictionRecord]], None] | None = None,
+        on_flush: Callable[[pa.Table], None] | None = None,
     ) -> None:
         if not flush_interval_s > 0:
             raise ValidationFailed(
@@ -334,7 +455,8 @@ class PredictionLog:
         self._lock = threading.Lock()
         # One flush at a time, so the thread and an explicit flush() never write the same rows twice.
         self._write_lock = threading.Lock()
-        self._buffer: deque[PredictionRecord] = deque(maxlen=self._capacity)
+        self._buffer: deque[_Item] = deque()
+        self._rows = 0  # rows in the buffer
         self._inflight = 0
         self._written = 0
         self._dropped = 0
@@ -381,28 +503,42 @@ class PredictionLog:
 
     # -- the request path ------------------------------------------------------------------------------------
 
-    def record(self, records: Iterable[PredictionRecord]) -> None:
-        """Buffer records for the next flush. Never does IO; raises `StoreUnavailable` once the log is closed."""
-        batch = records if isinstance(records, list | tuple) else list(records)
+    def record(self, items: Iterable[PredictionRecord | PredictionBatch]) -> None:
+        """Buffer records (one row each) or batches (one request's rows) for the next flush. Never does IO;
+        raises `StoreUnavailable` once the log is closed."""
+        batch = items if isinstance(items, list | tuple) else list(items)
+        rows = 0
         for r in batch:
-            if not isinstance(r, PredictionRecord):
-                raise ValidationFailed(f"expected PredictionRecord, got {type(r).__name__}")
+            if isinstance(r, PredictionBatch):
+                rows += len(r)
+            elif isinstance(r, PredictionRecord):
+                rows += 1
+            else:
+                raise ValidationFailed(
+                    f"expected PredictionRecord or PredictionBatch, got {type(r).__name__}"
+                )
         with self._lock:
             if self._closed:
                 raise StoreUnavailable("the prediction log is closed")
-            overflow = len(self._buffer) + len(batch) - self._capacity
-            if overflow > 0:
-                self._dropped += overflow
-            # The deque has maxlen=capacity: extending past it discards from the left, the oldest rows.
             self._buffer.extend(batch)
-            if len(self._buffer) >= self.max_buffer_rows:
+            self._rows += rows
+            self._trim()
+            if self._rows >= self.max_buffer_rows:
                 self._wake.set()
+
+    def _trim(self) -> None:
+        # Past the capacity (writes failing), the oldest rows go first; a batch goes whole. Under the lock.
+        while self._rows > self._capacity and self._buffer:
+            gone = self._buffer.popleft()
+            n = len(gone) if isinstance(gone, PredictionBatch) else 1
+            self._rows -= n
+            self._dropped += n
 
     @property
     def pending(self) -> int:
         """Rows acknowledged but not yet in a file (buffered, or being written right now)."""
         with self._lock:
-            return len(self._buffer) + self._inflight
+            return self._rows + self._inflight
 
     @property
     def written(self) -> int:
@@ -425,7 +561,8 @@ class PredictionLog:
     # -- writing ---------------------------------------------------------------------------------------------
 
     def flush(self) -> int:
-        """Write everything buffered now, one file per (endpoint, hour); return the number of rows written.
+        """Write everything buffered now, one file per (endpoint, hour) (more if the column types of the
+        requests in it cannot be unified); return the number of rows written.
 
         If some groups cannot be written, the others still are, the failed rows go back to the buffer, and
         `StoreUnavailable` is raised.
@@ -436,17 +573,17 @@ class PredictionLog:
                     return 0
                 batch = list(self._buffer)
                 self._buffer.clear()
-                self._inflight = len(batch)
-            groups: dict[tuple[str, int], list[PredictionRecord]] = {}
+                self._inflight, self._rows = self._rows, 0
+            groups: dict[tuple[str, int], list[_Item]] = {}
             for r in batch:
                 groups.setdefault((r.endpoint, r.ts_ms // _HOUR_MS), []).append(r)
             total = 0
             done: set[tuple[str, int]] = set()
             errors: list[str] = []
             try:
-                for group_key, records in groups.items():
+                for group_key, items in groups.items():
                     try:
-                        total += self._write_group(group_key, records)
+                        total += self._write_group(group_key, items)
                     except Exception as exc:
                         where = partition_dir(self.root, group_key[0], group_key[1] * _HOUR_MS)
                         errors.append(f"{where}: {exc}")
@@ -462,50 +599,66 @@ class PredictionLog:
                 )
             return total
 
-    def _write_group(self, group_key: tuple[str, int], records: list[PredictionRecord]) -> int:
-        table, good = self._encode(records)
-        if table is not None:
-            _write_atomic(table, partition_dir(self.root, group_key[0], group_key[1] * _HOUR_MS))
+    def _write_group(self, group_key: tuple[str, int], items: list[_Item]) -> int:
+        tables, rejected = self._encode(items)
+        directory = partition_dir(self.root, group_key[0], group_key[1] * _HOUR_MS)
+        written = 0
+        # All files of the group are written before any counts: a failure retries the whole group.
+        paths = [_write_atomic(table, directory) for table in tables]
+        for table in tables:
+            written += table.num_rows
         with self._lock:
-            self._inflight -= len(records)
-            self._written += len(good)
-        if good and self._on_flush is not None:
-            try:
-                self._on_flush(good)
-            except Exception:
-                log.exception("prediction log: on_flush failed for %d rows of %s", len(good), group_key[0])
-        return len(good)
+            self._inflight -= written + rejected
+            self._written += written
+        if self._on_flush is not None:
+            for path, table in zip(paths, tables, strict=True):
+                try:
+                    self._on_flush(table)
+                except Exception:
+                    log.exception("prediction log: on_flush failed for %s", path)
+        return written
 
-    def _encode(self, records: list[PredictionRecord]) -> tuple[pa.Table | None, list[PredictionRecord]]:
-        try:
-            return _to_table(records), records
-        except _ENCODE_ERRORS:
-            pass
-        good: list[PredictionRecord] = []
-        for r in records:
+    def _encode(self, items: list[_Item]) -> tuple[list[pa.Table], int]:
+        """The group's rows as tables, and how many rows were rejected (Arrow could not encode them, or a
+        record's inputs/outputs were not JSON objects); each rejected record or batch is logged."""
+        tables: list[pa.Table] = []
+        rejected = 0
+        records = [r for r in items if isinstance(r, PredictionRecord)]
+        if records:
             try:
-                _to_table([r])
-            except _ENCODE_ERRORS as exc:
-                log.error("prediction log: rejected request %r of %s: %s", r.request_id, r.endpoint, exc)
-                with self._lock:
-                    self._rejected += 1
-            else:
-                good.append(r)
-        return (_to_table(good) if good else None), good
+                tables.append(_records_table(records))
+            except _ENCODE_ERRORS:
+                for r in records:
+                    try:
+                        tables.append(_records_table([r]))
+                    except _ENCODE_ERRORS as exc:
+                        rejected += 1
+                        self._reject(r.request_id, r.endpoint, 1, exc)
+        for b in items:
+            if isinstance(b, PredictionBatch):
+                try:
+                    tables.append(_batch_table(b))
+                except _ENCODE_ERRORS as exc:
+                    rejected += len(b)
+                    self._reject(b.ids[0] if len(b) else "", b.endpoint, len(b), exc)
+        return (_concat(_by_schema(tables)) if tables else []), rejected
 
-    def _requeue(self, records: list[PredictionRecord]) -> None:
+    def _reject(self, request_id: str, endpoint: str, rows: int, exc: BaseException) -> None:
+        log.error("prediction log: rejected %d rows of request %r of %s: %s", rows, request_id, endpoint, exc)
+        with self._lock:
+            self._rejected += rows
+
+    def _requeue(self, items: list[_Item]) -> None:
         with self._lock:
             self._inflight = 0
-            if not records:
+            if not items:
                 return
             # Failed rows are older than anything recorded during the flush: they go first, and go first if
             # the capacity forces a drop.
-            merged: deque[PredictionRecord] = deque(records, maxlen=self._capacity)
-            overflow = len(records) + len(self._buffer) - self._capacity
-            if overflow > 0:
-                self._dropped += overflow
-            merged.extend(self._buffer)
-            self._buffer = merged
+            rows = sum(len(r) if isinstance(r, PredictionBatch) else 1 for r in items)
+            self._buffer.extendleft(reversed(items))
+            self._rows += rows
+            self._trim()
 
     def _run(self) -> None:
         failures = 0
@@ -597,11 +750,11 @@ def read_log(
     An endpoint with no log yields nothing. Arguments are checked when called, not when iterated.
     """
     validate_endpoint(endpoint)
-    wanted = list(SCHEMA.names) if columns is None else list(columns)
-    unknown = [c for c in wanted if c not in SCHEMA.names]
+    wanted = list(COLUMNS) if columns is None else list(columns)
+    unknown = [c for c in wanted if c not in COLUMNS]
     if not wanted or unknown:
         raise ValidationFailed(
-            f"unknown prediction log columns {unknown}; choose from {', '.join(SCHEMA.names)}",
+            f"unknown prediction log columns {unknown}; choose from {', '.join(COLUMNS)}",
             details={"columns": wanted},
         )
     if batch_rows < 1:
@@ -651,10 +804,11 @@ def _read(
 
 
 def recent(root: Path, endpoint: str, limit: int = 50) -> list[dict[str, Any]]:
-    """The ``limit`` newest rows of ``endpoint``, newest first, as dicts (``ts`` is an aware UTC datetime).
+    """The ``limit`` newest rows of ``endpoint``, newest first, as dicts (``ts`` is an aware UTC datetime;
+    ``inputs`` and ``outputs`` as JSON text, an output's empty fields left out).
 
     Reads hour partitions from the newest back, and stops as soon as they hold ``limit`` rows: every row of a
-    newer hour is newer than any row of an older one.
+    newer hour is newer than any row of an older one. Only the newest ``limit`` rows of each file become Python.
     """
     validate_endpoint(endpoint)
     if limit < 0:
@@ -662,23 +816,29 @@ def recent(root: Path, endpoint: str, limit: int = 50) -> list[dict[str, Any]]:
     endpoint_dir = Path(root) / f"endpoint={endpoint}"
     if limit == 0 or not endpoint_dir.is_dir():
         return []
-    tables: list[pa.Table] = []
+    found: list[dict[str, Any]] = []
     rows = 0
     for _, hour_dir in reversed(_hour_dirs(endpoint_dir, None, None)):
         for path in _part_files(hour_dir):
             try:
-                table = pq.read_table(path, schema=SCHEMA)
+                table = pq.read_table(path)
             except FileNotFoundError:
                 continue
             except (OSError, pa.ArrowException) as exc:
                 raise _unreadable(path, exc) from exc
-            tables.append(table)
             rows += table.num_rows
+            order = pc.sort_indices(table, sort_keys=[("ts", "descending")])
+            found.extend(_as_text(row) for row in table.take(order.slice(0, limit)).to_pylist())
         if rows >= limit:
             break
-    if not tables:
-        return []
-    table = pa.concat_tables(tables)
-    order = pc.sort_indices(table, sort_keys=[("ts", "descending")])
-    rows_out: list[dict[str, Any]] = table.take(order.slice(0, limit)).to_pylist()
-    return rows_out
+    found.sort(key=lambda r: r["ts"], reverse=True)
+    return found[:limit]
+
+
+def _as_text(row: dict[str, Any]) -> dict[str, Any]:
+    inputs, outputs = row.get("inputs"), row.get("outputs")
+    if isinstance(inputs, dict):
+        row["inputs"] = json.dumps({k: v for k, v in inputs.items() if k != "_"}, default=str)
+    if isinstance(outputs, dict):
+        row["outputs"] = json.dumps({k: v for k, v in outputs.items() if v is not None}, default=str)
+    return row

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -622,33 +624,52 @@ def _bucket(latency_ms: float) -> int:
     return len(LATENCY_BUCKETS_MS)
 
 
-def add_hours(session: Session, records: Sequence[Any]) -> None:
-    """Fold prediction-log records into the per-hour aggregates. A request's latency counts once (on its first
-    row); rows and errors count per row."""
+def add_hours(session: Session, table: pa.Table) -> None:
+    """Fold a prediction-log file's rows into the per-hour aggregates. A request's latency counts once (on its
+    first row); rows and errors count per row."""
     from bridgehead.serving.models import PredictionHour
     from bridgehead.serving.runtime import LATENCY_BUCKETS_MS
 
-    names = {r.endpoint for r in records}
+    meta = table.select(["endpoint", "ts", "model_name", "version", "role", "status", "row", "latency_ms"])
+    names = set(pc.unique(meta.column("endpoint")).to_pylist())
     ids: dict[str, str] = {
         name: endpoint_id
         for name, endpoint_id in session.execute(
             select(Endpoint.name, Endpoint.id).where(Endpoint.name.in_(names))
         ).all()
     }
+    hours = pc.multiply(pc.divide(meta.column("ts").cast(pa.int64()), 3_600_000), 3_600_000)
+    keyed = pa.table(
+        {
+            "endpoint": meta.column("endpoint"),
+            "hour": hours,
+            "model_name": meta.column("model_name"),
+            "version": meta.column("version"),
+            "role": meta.column("role"),
+            "error": pc.cast(pc.not_equal(meta.column("status"), "ok"), pa.int64()),
+            "first": pc.equal(meta.column("row"), 0),
+            "latency_ms": meta.column("latency_ms"),
+        }
+    )
+    group = ["endpoint", "hour", "model_name", "version", "role"]
     totals: dict[tuple[str, int, str, int, str], list[Any]] = {}
-    for r in records:
-        endpoint_id = ids.get(r.endpoint)
+    for g in keyed.group_by(group).aggregate([("error", "count"), ("error", "sum")]).to_pylist():
+        endpoint_id = ids.get(g["endpoint"])
         if endpoint_id is None:
             continue
-        key = (endpoint_id, r.ts_ms // 3_600_000 * 3_600_000, r.model_name, r.version, r.role)
-        t = totals.setdefault(key, [0, 0, 0, 0.0, 0.0, [0] * (len(LATENCY_BUCKETS_MS) + 1)])
-        t[1] += 1
-        t[2] += r.status != "ok"
-        if r.row == 0:
-            t[0] += 1
-            t[3] += r.latency_ms
-            t[4] = max(t[4], r.latency_ms)
-            t[5][_bucket(r.latency_ms)] += 1
+        key = (endpoint_id, g["hour"], g["model_name"], g["version"], g["role"])
+        totals[key] = [0, g["error_count"], g["error_sum"], 0.0, 0.0, [0] * (len(LATENCY_BUCKETS_MS) + 1)]
+    # One latency per request, on its first row: a handful of rows per flush, so plain Python.
+    firsts = keyed.filter(keyed.column("first")).select([*group, "latency_ms"])
+    for r in firsts.to_pylist():
+        endpoint_id = ids.get(r["endpoint"])
+        if endpoint_id is None:
+            continue
+        t = totals[(endpoint_id, r["hour"], r["model_name"], r["version"], r["role"])]
+        t[0] += 1
+        t[3] += r["latency_ms"]
+        t[4] = max(t[4], r["latency_ms"])
+        t[5][_bucket(r["latency_ms"])] += 1
     for (endpoint_id, hour, model, version, role), (reqs, rows, errs, lat, mx, hist) in totals.items():
         row = session.get(PredictionHour, (endpoint_id, hour, model, version, role))
         if row is None:
