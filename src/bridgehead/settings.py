@@ -114,6 +114,13 @@ class Settings(BaseSettings):
         "changes reach inference within this time (the rest of the API checks on every request). `0` reads "
         "both on every request.",
     )
+    serving_batch_rows: int = Field(
+        default=256,
+        ge=0,
+        description="Micro-batching: requests scored on the event loop at the same moment for the same model "
+        "version are scored together, in one model call of at most this many rows (requests are never split); "
+        "no request waits for others to arrive. 0 turns it off.",
+    )
     max_predict_rows: int = Field(
         default=100_000,
         ge=1,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -26,10 +27,11 @@ from bridgehead.auth.service import Principal
 from bridgehead.errors import BridgeheadError, NotFound, ValidationFailed, error_responses
 from bridgehead.logs import current_request_id
 from bridgehead.serving import protocols, service
+from bridgehead.serving.batching import MicroBatcher
 from bridgehead.serving.metrics import InferenceMetrics
 from bridgehead.serving.predlog import PredictionBatch, PredictionLog
 from bridgehead.serving.routing import assign_many
-from bridgehead.serving.runtime import LoadedModel, ModelRuntime
+from bridgehead.serving.runtime import LoadedModel, ModelRuntime, Prediction
 from bridgehead.serving.schemas import FeedbackIn, FeedbackOut, PredictOut
 
 router = APIRouter(tags=["inference"])
@@ -116,6 +118,11 @@ def _endpoints(request: Request) -> service.EndpointCache:
     return cache
 
 
+# The steps of scoring one request: it yields (model, frame) for each model call and is sent the prediction, so
+# the same code runs with a direct call (`score_request`) or awaiting a micro-batch (`score_batched`).
+ScoreSteps = Generator[tuple[LoadedModel, pd.DataFrame], Prediction, "Scored"]
+
+
 def score_request(
     request: Request,
     name: str,
@@ -124,8 +131,48 @@ def score_request(
     background: BackgroundTasks,
     key_column: str | None,
 ) -> Scored:
-    """Everything after reading the body, in one worker thread: authenticate, find the endpoint (cached for a
-    moment), parse, route, validate, score, log."""
+    """Everything after reading the body, in one call (a worker thread, or the event loop when nothing needs
+    loading): authenticate, find the endpoint (cached for a moment), parse, route, validate, score, log."""
+    runtime = _runtime(request)
+    steps = _score_steps(request, name, protocol, body, background, key_column)
+    try:
+        loaded, frame = next(steps)
+        while True:
+            loaded, frame = steps.send(runtime.predict(loaded, frame))
+    except StopIteration as done:
+        scored: Scored = done.value
+        return scored
+
+
+async def score_batched(
+    request: Request,
+    name: str,
+    protocol: Literal["native", "mlflow", "v2"],
+    body: bytes,
+    background: BackgroundTasks,
+    key_column: str | None,
+) -> Scored:
+    """`score_request` on the event loop, with each model call joining the micro-batch of its version
+    (`serving.batching`). Only for requests whose caller, endpoint and models are cached (`ready`)."""
+    batcher: MicroBatcher = request.app.state.micro_batcher
+    steps = _score_steps(request, name, protocol, body, background, key_column)
+    try:
+        loaded, frame = next(steps)
+        while True:
+            loaded, frame = steps.send(await batcher.predict(loaded, frame))
+    except StopIteration as done:
+        scored: Scored = done.value
+        return scored
+
+
+def _score_steps(
+    request: Request,
+    name: str,
+    protocol: Literal["native", "mlflow", "v2"],
+    body: bytes,
+    background: BackgroundTasks,
+    key_column: str | None,
+) -> ScoreSteps:
     started = time.perf_counter()
     received_ms = int(time.time() * 1000)
     runtime = _runtime(request)
@@ -173,7 +220,7 @@ def score_request(
             positions, part = rows.tolist(), frame.iloc[rows].reset_index(drop=True)
         if loaded.signature is not None:
             part = protocols.validate_frame(part, loaded.signature)
-        result = runtime.predict(loaded, part)
+        result = yield loaded, part
         for j, at in enumerate(positions):
             predictions[at] = result.predictions[j]
             versions[at] = loaded.version

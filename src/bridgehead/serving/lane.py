@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridgehead.errors import BridgeheadError
-from bridgehead.serving.invoke import answer, ready, score_request
+from bridgehead.serving.invoke import answer, ready, score_batched, score_request
 from bridgehead.tracking.mlflow_lane import read_body, replay
 
 __all__ = ["INLINE_BYTES", "InferenceLane"]
@@ -92,8 +92,12 @@ class InferenceLane:
         try:
             if len(body) <= INLINE_BYTES and ready(request, name) is not None:
                 # Caller, endpoint and models are cached: nothing to wait on, only a little CPU, which a
-                # worker thread would hold the GIL for anyway; the hop there and back costs more.
-                scored = score_request(request, name, protocol, body, background, key_column)
+                # worker thread would hold the GIL for anyway; the hop there and back costs more. The model
+                # call joins the micro-batch of requests scored at the same moment (serving.batching).
+                if request.app.state.settings.serving_batch_rows:
+                    scored = await score_batched(request, name, protocol, body, background, key_column)
+                else:
+                    scored = score_request(request, name, protocol, body, background, key_column)
             else:
                 scored = await run_in_threadpool(
                     score_request, request, name, protocol, body, background, key_column

@@ -12,6 +12,7 @@ import typer
 from fastapi import FastAPI
 
 from bridgehead.hookspecs import flavors, hookimpl
+from bridgehead.serving.batching import MicroBatcher
 from bridgehead.serving.lane import InferenceLane
 from bridgehead.serving.metrics import InferenceMetrics
 from bridgehead.serving.predlog import PredictionLog
@@ -55,6 +56,7 @@ def setup_runtime(app: FastAPI) -> None:
             add_hours(session, table)
 
     app.state.inference_metrics = InferenceMetrics()
+    app.state.micro_batcher = MicroBatcher(app.state.runtime.predict, settings.serving_batch_rows)
     app.state.endpoint_cache = EndpointCache(settings.endpoint_cache_seconds)
     app.state.caller_cache = CallerCache(settings.endpoint_cache_seconds)
     # Successful inference calls are answered before FastAPI's machinery (see serving.lane).
