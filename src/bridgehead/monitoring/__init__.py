@@ -1,0 +1,1 @@
+"""Monitoring: drift statistics, streaming window sketches, and (later) monitors, alerts and incidents."""
