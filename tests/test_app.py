@@ -169,3 +169,17 @@ def test_an_error_in_front_of_fastapi_also_answers_the_error_body(
     )
     assert r.status_code == 500 and r.json()["error_code"] == "INTERNAL_ERROR"
     assert "secret internals" not in r.text and r.headers["x-request-id"] in r.json()["message"]
+
+
+def test_a_lifespan_entered_twice_runs_one_job_worker_and_stops_it(settings: Settings) -> None:
+    # Two clients on one app (as test tools do): one in-process job worker, and none left running after.
+    import threading
+
+    app = create_app(settings)
+    with TestClient(app):
+        first = app.state.job_worker
+        assert first is not None and first.is_alive()
+        with TestClient(app):
+            assert app.state.job_worker is first
+    workers = [t for t in threading.enumerate() if t.name == "bridgehead-job-worker"]
+    assert not workers, f"{len(workers)} job worker threads left running"

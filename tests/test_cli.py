@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -182,13 +183,42 @@ def test_demo_seeds_an_organization_and_serves(tmp_path: Path) -> None:
         feedback = dict(
             conn.execute(text("SELECT kind, count(*) FROM prediction_feedback GROUP BY kind")).all()
         )
+        live_feedback = conn.execute(
+            text(
+                "SELECT count(*) FROM prediction_feedback WHERE kind = 'label' AND request_id NOT LIKE 'replay-%'"
+            )
+        ).scalar_one()
+        runs_of_monitor = conn.execute(
+            text("SELECT status, metrics, breaches FROM monitor_runs ORDER BY window_end_ms")
+        ).all()
+        incidents = conn.execute(text("SELECT severity, status, occurrences FROM incidents")).all()
     seeded.dispose()
     # Serving: the champion (v3) in production with the challenger (v2) canaried at 10 %, 2,000 requests
     # answered and logged (shut down cleanly: nothing lost), outcomes for most of them and a few overrides.
+    # The replayed four weeks add 28 x 960 rows to the champion, with outcomes for about 70 % of them.
+    replayed = 28 * 960
     assert tuple(endpoint) == ("production", 2)
-    assert set(served) == {2, 3} and sum(served.values()) == 2000
+    assert set(served) == {2, 3} and sum(served.values()) == 2000 + replayed
     assert 0.05 < served[2] / 2000 < 0.15
-    assert 1200 < feedback["label"] < 1600 and feedback["override"] == 12
+    assert 1200 < live_feedback < 1600 and feedback["override"] == 12
+    assert 0.68 * replayed < feedback["label"] - live_feedback < 0.72 * replayed
+    # Monitoring: a daily run per replayed day; accuracy falls from about 88 % to about 79 %, the first week
+    # is quiet, drift, the accuracy decline and the fairness gap fire later, in one incident, acknowledged.
+    assert len(runs_of_monitor) == 28 and {r[0] for r in runs_of_monitor} == {"succeeded"}
+
+    def metrics(row: Any) -> dict[str, Any]:
+        return json.loads(row[1]) if isinstance(row[1], str) else row[1]
+
+    def breached(row: Any) -> set[str]:
+        return {b["metric"] for b in (json.loads(row[2]) if isinstance(row[2], str) else row[2])}
+
+    first_week = [metrics(r)["accuracy"] for r in runs_of_monitor[:7]]
+    last_days = [metrics(r)["accuracy"] for r in runs_of_monitor[-3:]]
+    assert 0.86 < sum(first_week) / 7 < 0.92 and 0.76 < sum(last_days) / 3 < 0.82
+    assert not any(breached(r) for r in runs_of_monitor[:7])
+    late = set().union(*(breached(r) for r in runs_of_monitor[-5:]))
+    assert {"psi_max", "accuracy_decline", "demographic_parity_difference"} <= late
+    assert len(incidents) == 1 and tuple(incidents[0])[:2] == ("critical", "acknowledged")
     # Data: the training data (passes its contract; PII and a protected attribute tagged), a messy export
     # (fails its contract) and its standardized derivative; the three SDK runs used the registered file.
     assert datasets == {

@@ -348,6 +348,18 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/endpoints/{name}/rollback"): {"reason": "r"},
     ("POST", "/api/v1/endpoints/{name}/retire"): {"reason": "r"},
     ("PUT", "/api/v1/endpoints/{name}/invokers"): {"units": ["u"], "roles": ["business_user"]},
+    # The JSON form (a dataset version); the Parquet form is generated from the document's binary media types.
+    ("POST", "/api/v1/endpoints/{name}/score-jobs"): {"dataset_id": "d", "version": 1},
+    ("POST", "/api/v1/endpoints/{name}/monitors"): {"name": "m", "window_minutes": 60},
+    ("PATCH", "/api/v1/monitors/{monitor_id}"): {"description": "d"},
+    ("POST", "/api/v1/incidents/{incident_id}/acknowledge"): {"note": "n"},
+    ("POST", "/api/v1/incidents/{incident_id}/resolve"): {"resolution": "r"},
+    ("POST", "/api/v1/incidents/{incident_id}/assign"): {"owner_id": "p"},
+    ("POST", "/api/v1/notification-channels"): {
+        "name": "c",
+        "kind": "webhook",
+        "target": "https://example.org/hook",
+    },
 }
 
 # PostgreSQL refuses NUL in text; SQLite stores it.
@@ -420,6 +432,8 @@ def test_edge_values_are_never_a_server_error(
     other = orgs.member(Role.DATA_SCIENTIST, unit="retail")
     token_id = client.get("/api/v1/tokens", headers=other.headers).json()["items"][0]["id"]
     path_values = {"unit_id": orgs.unit("retail"), "person_id": other.id, "token_id": token_id}
+    # No monitor, incident or channel exists here (a monitor needs a deployed model): those are not found.
+    path_values.update({"monitor_id": "none", "incident_id": "none", "channel_id": "none"})
     path_values.update(_tracking_ids(client, other))
     path_values.update(parts.get("path", {}))
     url = path.format(**{k: quote(v, safe="") for k, v in path_values.items()})

@@ -38,6 +38,8 @@ ARTIFACT_UPLOAD_PREFIXES = (
 )
 # ... and so are uploads through the native API (tracking/routes.py).
 NATIVE_ARTIFACT_UPLOAD = re.compile(r"^/api/v1/runs/[^/]+/artifacts/.")
+# ... and the input file of a batch scoring job (serving/routes.py), POSTed.
+SCORE_JOB_UPLOAD = re.compile(r"^/api/v1/endpoints/[^/]+/score-jobs$")
 
 log = logging.getLogger("bridgehead.http")
 
@@ -128,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            pm.hook.shutdown(app=app)
+            _shutdown_each(pm, app)
             db.dispose()
 
     app = BridgeheadApp(
@@ -150,6 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.console = console
     # (ASGI middleware class, options): hot paths answered before routing; see BridgeheadApp.
     app.state.fast_lanes = []
+    # What plugins share with the handlers of this process's job worker (the serving runtime's loaded models).
+    app.state.job_resources = {}
 
     _install_error_handlers(app, console)
     if settings.serve_endpoint:
@@ -288,6 +292,16 @@ _PAGE_HEADERS = [
 ]
 
 
+def _shutdown_each(pm: Any, app: FastAPI) -> None:
+    """Every plugin's shutdown, each on its own: one that fails (a store gone away) must not keep the others
+    from stopping their threads and flushing their buffers."""
+    for impl in pm.hook.shutdown.get_hookimpls():
+        try:
+            impl.function(app=app)
+        except Exception:
+            log.exception("shutdown of %s failed", impl.plugin_name)
+
+
 class _RequestContext:
     """The envelope of every request, in one wrapper: a request id on every log line and response,
     security headers on every answer (413s and 500s included), one access log line per request, and an
@@ -348,8 +362,8 @@ class _RequestContext:
 class _BodyLimit:
     """Refuse bodies above the limit, whether announced by Content-Length or streamed.
 
-    Artifact uploads (``PUT`` under an ``exempt`` prefix) are streamed to the store by their route, which
-    enforces ``max_artifact_bytes`` instead."""
+    Artifact uploads (``PUT`` under an ``exempt`` prefix) and batch scoring inputs (``POST`` to an endpoint's
+    ``score-jobs``) are streamed to the store by their route, which enforces ``max_artifact_bytes`` instead."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
@@ -357,9 +371,13 @@ class _BodyLimit:
         self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (
-            scope["method"] == "PUT"
-            and (scope["path"].startswith(self.exempt) or NATIVE_ARTIFACT_UPLOAD.match(scope["path"]))
+        if (
+            scope["type"] != "http"
+            or (
+                scope["method"] == "PUT"
+                and (scope["path"].startswith(self.exempt) or NATIVE_ARTIFACT_UPLOAD.match(scope["path"]))
+            )
+            or (scope["method"] == "POST" and SCORE_JOB_UPLOAD.match(scope["path"]))
         ):
             await self.app(scope, receive, send)
             return

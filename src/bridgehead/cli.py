@@ -290,7 +290,7 @@ def demo(
         time.sleep(0.1)
     with err.status("training and registering demo models…") as status:
         try:
-            train_models(url, tokens, lambda message: status.update(message))
+            train_models(url, tokens, lambda message: status.update(message), settings)
         except ImportError as exc:
             err.print(f"models skipped ({exc.name} is not installed): pip install 'bridgehead[demo]'")
     httpx.get(f"{url}/readyz", timeout=10).raise_for_status()

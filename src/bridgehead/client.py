@@ -32,6 +32,15 @@ from bridgehead.data.schemas import (
     ValidationOut,
     VersionCreated,
 )
+from bridgehead.monitoring.schemas import (
+    ChannelCreated,
+    ChannelOut,
+    IncidentOut,
+    JobRef,
+    MonitorDetail,
+    MonitorOut,
+)
+from bridgehead.monitoring.schemas import RunOut as MonitorRunOut
 from bridgehead.registry.schemas import (
     AliasOut,
     Lineage,
@@ -559,6 +568,66 @@ class Client:
     def feedback(self, endpoint: str, items: Sequence[Mapping[str, Any]]) -> FeedbackOut:
         body = {"items": [dict(i) for i in items]}
         return self._json(FeedbackOut, "POST", f"/serve/{_path(endpoint)}/feedback", json=body)
+
+    # --- monitoring ---------------------------------------------------------------------------
+
+    def create_monitor(self, endpoint: str, name: str, **body: Any) -> MonitorOut:
+        """Watch an endpoint (see ``MonitorIn``: every_minutes or every_rows, window_minutes, rules...)."""
+        path = f"/api/v1/endpoints/{_path(endpoint)}/monitors"
+        return self._json(MonitorOut, "POST", path, json={"name": name, **body})
+
+    def list_monitors(self, *, endpoint: str | None = None) -> list[MonitorOut]:
+        params = {"endpoint": endpoint} if endpoint else {}
+        data = self.request("GET", "/api/v1/monitors", params=params).json()
+        return [MonitorOut.model_validate(m) for m in data]
+
+    def get_monitor(self, monitor_id: str) -> MonitorDetail:
+        return self._json(MonitorDetail, "GET", f"/api/v1/monitors/{_path(monitor_id)}")
+
+    def update_monitor(self, monitor_id: str, **changes: Any) -> MonitorOut:
+        return self._json(MonitorOut, "PATCH", f"/api/v1/monitors/{_path(monitor_id)}", json=changes)
+
+    def delete_monitor(self, monitor_id: str) -> None:
+        self.request("DELETE", f"/api/v1/monitors/{_path(monitor_id)}")
+
+    def run_monitor(self, monitor_id: str) -> JobRef:
+        """Queue a run now; follow it with ``get_job``."""
+        return self._json(JobRef, "POST", f"/api/v1/monitors/{_path(monitor_id)}/run")
+
+    def get_monitor_run(self, run_id: str) -> MonitorRunOut:
+        return self._json(MonitorRunOut, "GET", f"/api/v1/monitor-runs/{_path(run_id)}")
+
+    def download_report(self, run_id: str, target: Path, *, fmt: str = "html") -> Path:
+        """The run's report as a standalone HTML file (or JSON with ``fmt="json"``)."""
+        return self._download(
+            f"/api/v1/monitor-runs/{_path(run_id)}/report.{'json' if fmt == 'json' else 'html'}", {}, target
+        )
+
+    def list_incidents(self, *, status: str | None = None, endpoint: str | None = None) -> list[IncidentOut]:
+        params = {k: v for k, v in (("status", status), ("endpoint", endpoint)) if v}
+        data = self.request("GET", "/api/v1/incidents", params=params).json()
+        return [IncidentOut.model_validate(i) for i in data]
+
+    def get_incident(self, incident_id: str) -> IncidentOut:
+        return self._json(IncidentOut, "GET", f"/api/v1/incidents/{_path(incident_id)}")
+
+    def acknowledge_incident(self, incident_id: str, note: str = "") -> IncidentOut:
+        path = f"/api/v1/incidents/{_path(incident_id)}/acknowledge"
+        return self._json(IncidentOut, "POST", path, json={"note": note})
+
+    def resolve_incident(self, incident_id: str, resolution: str) -> IncidentOut:
+        path = f"/api/v1/incidents/{_path(incident_id)}/resolve"
+        return self._json(IncidentOut, "POST", path, json={"resolution": resolution})
+
+    def create_channel(
+        self, name: str, kind: str, target: str, *, min_severity: str = "warning"
+    ) -> ChannelCreated:
+        body = {"name": name, "kind": kind, "target": target, "min_severity": min_severity}
+        return self._json(ChannelCreated, "POST", "/api/v1/notification-channels", json=body)
+
+    def list_channels(self) -> list[ChannelOut]:
+        data = self.request("GET", "/api/v1/notification-channels").json()
+        return [ChannelOut.model_validate(c) for c in data]
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ __all__ = [
     "BadRequest",
     "BridgeheadError",
     "Conflict",
+    "JobCancelled",
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
@@ -63,6 +64,12 @@ class AlreadyExists(BridgeheadError):
 class Conflict(BridgeheadError):
     status = 409
     code = "conflict"
+
+
+class JobCancelled(Conflict):
+    """A job was cancelled (or taken from this worker) while it ran: raised inside its handler to stop it."""
+
+    code = "job_cancelled"
 
 
 class PayloadTooLarge(BridgeheadError):

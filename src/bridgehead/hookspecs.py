@@ -22,10 +22,12 @@ DEFAULT_PLUGINS = (
     "bridgehead.org.plugin",
     "bridgehead.auth.plugin",
     "bridgehead.audit.plugin",
+    "bridgehead.jobs.plugin",
     "bridgehead.tracking.plugin",
     "bridgehead.registry.plugin",
     "bridgehead.data.plugin",
     "bridgehead.serving.plugin",
+    "bridgehead.monitoring.plugin",
     "bridgehead.web.plugin",
 )
 
@@ -50,6 +52,18 @@ class Specs:
     @hookspec
     def register_flavors(self) -> list[Any]:  # type: ignore[empty-body]
         """Model flavors (see bridgehead.registry.flavors.Flavor): how models are saved and loaded."""
+
+    @hookspec
+    def register_job_kinds(self) -> dict[str, Any]:  # type: ignore[empty-body]
+        """Background job kinds: name -> handler (``bridgehead.jobs.worker.Handler``), a callable that takes a
+        ``JobContext`` and returns the job's result (a JSON object) or None. Workers claim only the kinds they
+        have a handler for."""
+
+    @hookspec
+    def register_executors(self) -> dict[str, Any]:  # type: ignore[empty-body]
+        """Job executors: name -> factory taking the ``Settings`` and returning a ``bridgehead.jobs.worker.Executor``
+        (what runs the jobs a worker claims: threads of its process, or a distributed engine such as Ray).
+        ``BRIDGEHEAD_JOBS_EXECUTOR`` chooses one by name."""
 
     @hookspec
     def check_transition(

@@ -98,6 +98,34 @@ class Settings(BaseSettings):
         description="Do not record predictions (no prediction log, no hourly statistics). Monitoring then has "
         "nothing to watch; meant for measuring the log's cost and for endpoints that must not keep inputs.",
     )
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server that sends alert e-mails. Unset: e-mail notifications cannot be sent.",
+    )
+    smtp_port: int = Field(
+        default=587, ge=1, le=65535, description="Port of the SMTP server (submission: 587)."
+    )
+    smtp_user: str | None = Field(
+        default=None, description="User name to log in to the SMTP server with; unset: no login."
+    )
+    smtp_password: SecretStr | None = Field(default=None, description="Password for `smtp_user`.")
+    smtp_starttls: bool = Field(
+        default=True,
+        description="Upgrade the SMTP connection with STARTTLS (certificate checked) before logging in; the "
+        "server must offer it. Implicit TLS (port 465) is not supported.",
+    )
+    smtp_from: str = Field(
+        default="bridgehead@localhost",
+        min_length=3,
+        description="Sender of alert e-mails: `alerts@bank.example` or `Bridgehead <alerts@bank.example>`.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How long one webhook delivery waits to connect and for each read and write before it "
+        "counts as failed (and is retried).",
+    )
     serving_onnx: bool = Field(
         default=True,
         description="Serve scikit-learn models with ONNX Runtime when skl2onnx converts them and the converted "
@@ -121,6 +149,13 @@ class Settings(BaseSettings):
         "version are scored together, in one model call of at most this many rows (requests are never split); "
         "no request waits for others to arrive. 0 turns it off.",
     )
+    monitor_tick_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="How often the job worker checks which monitors are due (their interval passed, or their "
+        "row count was reached) and queues their runs.",
+    )
     max_predict_rows: int = Field(
         default=100_000,
         ge=1,
@@ -130,6 +165,48 @@ class Settings(BaseSettings):
         default=None,
         description="Set by `bridgehead serve ENDPOINT`: this process answers only that endpoint's inference "
         "routes (no API, no console), reading its deployment from the shared database.",
+    )
+    jobs_inprocess_worker: bool = Field(
+        default=True,
+        description="The server runs a job worker in its own process (the embedded default). Turn it off when "
+        "separate `bridgehead worker` processes run the jobs.",
+    )
+    jobs_executor: str = Field(
+        default="thread",
+        min_length=1,
+        max_length=100,
+        description="Which executor runs the jobs a worker claims: `thread` (built in: threads of the worker's "
+        "process) or the name a plugin registers through `register_executors`.",
+    )
+    jobs_concurrency: int = Field(
+        default=2, ge=1, le=256, description="Jobs one worker runs at the same time (threads of `thread`)."
+    )
+    jobs_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="How often an idle worker looks for due jobs (jobs submitted through the same server "
+        "wake its worker at once).",
+    )
+    jobs_heartbeat_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="How often a worker marks the jobs it runs as alive."
+    )
+    jobs_stale_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="A running job whose worker has not marked it alive for this long is taken back (its "
+        "worker died) and retried, or failed once it has used its attempts.",
+    )
+    jobs_max_attempts: int = Field(
+        default=3, ge=1, le=100, description="Attempts a job gets before it is failed (1: no retry)."
+    )
+    jobs_retry_backoff_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=86400,
+        description="Delay before the first retry of a failed job; it doubles with each further attempt "
+        "(capped at one hour).",
     )
     migrate_on_start: bool = Field(
         default=True, description="Apply database migrations when the server starts."

@@ -36,22 +36,27 @@ ACTIONS: tuple[str, ...] = (
     "serving.deploy",
     "serving.invoke",
     "serving.feedback",
+    "jobs.read",
+    "jobs.cancel",
+    "monitoring.read",
+    "monitoring.manage",
+    "incident.handle",
 )
 
 Y, N = True, False
 
 # fmt: off
 EXPECTED: dict[str, tuple[bool, ...]] = {
-    #                              org.  unit.   person. token.  token.  audit. track. track. model.    model. data. data.  data. serv. serv.   serv.   serv.
-    #                              read  manage  manage  own     any     read   read   write  register  alias  read  write  pii   read  deploy  invoke  feedback
-    "chief_ai_officer":          (Y,    Y,      Y,      Y,      Y,      Y,     Y,     Y,     Y,        Y,     Y,    Y,     Y,    Y,    Y,      Y,      Y),
-    "ai_program_manager":        (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N,    Y,    N,      Y,      N),
-    "data_scientist":            (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y,     N,    Y,    N,      Y,      Y),
-    "ml_engineer":               (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y,     N,    Y,    Y,      Y,      Y),
-    "data_engineer":             (Y,    N,      N,      Y,      N,      N,     Y,     Y,     N,        N,     Y,    Y,     Y,    Y,    N,      Y,      Y),
-    "ethics_compliance_officer": (Y,    N,      N,      Y,      N,      Y,     Y,     N,     N,        N,     Y,    N,     Y,    Y,    N,      Y,      N),
-    "ai_champion":               (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N,    Y,    N,      Y,      Y),
-    "business_user":             (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N,    Y,    N,      Y,      N),
+    #                              org.  unit.   person. token.  token.  audit. track. track. model.    model. data. data.  data. serv. serv.   serv.   serv.      jobs. jobs.   mon.  mon.    incident.
+    #                              read  manage  manage  own     any     read   read   write  register  alias  read  write  pii   read  deploy  invoke  feedback   read  cancel  read  manage  handle
+    "chief_ai_officer":          (Y,    Y,      Y,      Y,      Y,      Y,     Y,     Y,     Y,        Y,     Y,    Y,     Y,    Y,    Y,      Y,      Y,      Y,    Y,      Y,    Y,      Y),
+    "ai_program_manager":        (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N,    Y,    N,      Y,      N,      Y,    N,      Y,    N,      N),
+    "data_scientist":            (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y,     N,    Y,    N,      Y,      Y,      Y,    N,      Y,    Y,      Y),
+    "ml_engineer":               (Y,    N,      N,      Y,      N,      N,     Y,     Y,     Y,        Y,     Y,    Y,     N,    Y,    Y,      Y,      Y,      Y,    Y,      Y,    Y,      Y),
+    "data_engineer":             (Y,    N,      N,      Y,      N,      N,     Y,     Y,     N,        N,     Y,    Y,     Y,    Y,    N,      Y,      Y,      Y,    Y,      Y,    N,      N),
+    "ethics_compliance_officer": (Y,    N,      N,      Y,      N,      Y,     Y,     N,     N,        N,     Y,    N,     Y,    Y,    N,      Y,      N,      Y,    N,      Y,    N,      Y),
+    "ai_champion":               (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N,    Y,    N,      Y,      Y,      Y,    N,      Y,    N,      N),
+    "business_user":             (Y,    N,      N,      Y,      N,      N,     Y,     N,     N,        N,     Y,    N,     N,    Y,    N,      Y,      N,      Y,    N,      Y,    N,      N),
 }
 # fmt: on
 
@@ -218,6 +223,60 @@ def _serving_feedback(client: TestClient, orgs: Org, me: Member) -> httpx.Respon
     )
 
 
+def _jobs_read(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    return client.get("/api/v1/jobs", headers=me.headers)
+
+
+def _jobs_cancel(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    # A job a colleague of the caller's unit submitted (one's own may always be cancelled): only the action is
+    # at stake. No worker handles its kind, so it is still queued.
+    from bridgehead.auth.service import principal_of
+    from bridgehead.jobs import service as jobs
+
+    colleague = orgs.member(Role.DATA_SCIENTIST, unit="retail")
+    with orgs.db.session(write=True) as session:
+        job = jobs.enqueue(session, principal_of(session, colleague.id), "matrix.noop", {})
+    return client.post(f"/api/v1/jobs/{job.id}/cancel", headers=me.headers)
+
+
+def _monitoring_read(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    return client.get("/api/v1/monitors", headers=me.headers)
+
+
+def _monitoring_manage(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    name = _endpoint(client, orgs)
+    body = {"name": _unique("monitor"), "window_minutes": 60}
+    return client.post(f"/api/v1/endpoints/{name}/monitors", headers=me.headers, json=body)
+
+
+def _incident_handle(client: TestClient, orgs: Org, me: Member) -> httpx.Response:
+    # An open incident of a monitor of the caller's unit: only acknowledging it is at stake.
+    from bridgehead.auth.service import principal_of
+    from bridgehead.monitoring import service as monitoring
+    from bridgehead.monitoring.models import Incident
+
+    name = _endpoint(client, orgs)
+    engineer = orgs.member(Role.ML_ENGINEER, unit="retail")
+    with orgs.db.session(write=True) as session:
+        monitor = monitoring.create_monitor(
+            session, principal_of(session, engineer.id), name, name=_unique("m"), window_minutes=60
+        )
+        incident = Incident(
+            monitor_id=monitor.id,
+            endpoint_id=monitor.endpoint_id,
+            business_unit_id=monitor.business_unit_id,
+            title="drift",
+            severity="warning",
+            status="open",
+            opened_ms=monitoring.now_ms(),
+            last_seen_ms=monitoring.now_ms(),
+        )
+        session.add(incident)
+        session.flush()
+        incident_id = incident.id
+    return client.post(f"/api/v1/incidents/{incident_id}/acknowledge", headers=me.headers, json={})
+
+
 EXERCISE: dict[str, Exercise] = {
     "org.read": _org_read,
     "unit.manage": _unit_manage,
@@ -236,6 +295,11 @@ EXERCISE: dict[str, Exercise] = {
     "serving.deploy": _serving_deploy,
     "serving.invoke": _serving_invoke,
     "serving.feedback": _serving_feedback,
+    "jobs.read": _jobs_read,
+    "jobs.cancel": _jobs_cancel,
+    "monitoring.read": _monitoring_read,
+    "monitoring.manage": _monitoring_manage,
+    "incident.handle": _incident_handle,
 }
 
 

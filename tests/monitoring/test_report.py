@@ -176,3 +176,18 @@ def test_an_empty_window_and_a_column_missing_from_the_reference_give_defined_re
     )
     assert report["drift"]["schema_change"]["added"] == ["channel"]
     assert {c["column"] for c in report["drift"]["columns"]} == set(FEATURES)
+
+
+def test_labels_for_unknown_request_ids_are_counted_not_matched(
+    tmp_path: Path, model: LogisticRegression
+) -> None:
+    ids = log_window(tmp_path, model, applicants(1000, 5))
+    labels: dict[str, object] = {ids[0]: 1, ids[1]: 0, "never-predicted-1": 1, "never-predicted-2": 0}
+    refs = reference_profile()
+    report = build_report(
+        ReportInputs(references=refs, features=FEATURES, labels=labels),  # type: ignore[arg-type]
+        read_log(tmp_path, "credit"),
+    )
+    assert report["performance"]["labelled_rows"] == 2
+    assert report["performance"]["labels_received"] == 4 and report["performance"]["labels_unmatched"] == 2
+    assert report["metrics"]["labels_unmatched"] == 2

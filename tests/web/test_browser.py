@@ -44,6 +44,7 @@ AREA_LABELS = [
     "Models",
     "Deployments",
     "Monitoring",
+    "Incidents",
     "Governance",
     "Organization",
     "Audit",

@@ -56,6 +56,11 @@ class Action(StrEnum):
     SERVING_DEPLOY = "serving.deploy"
     SERVING_INVOKE = "serving.invoke"
     SERVING_FEEDBACK = "serving.feedback"
+    JOBS_READ = "jobs.read"
+    JOBS_CANCEL = "jobs.cancel"
+    MONITORING_READ = "monitoring.read"
+    MONITORING_MANAGE = "monitoring.manage"
+    INCIDENT_HANDLE = "incident.handle"
 
 
 _ALL = frozenset(Role)
@@ -100,6 +105,18 @@ MATRIX: dict[Action, frozenset[Role]] = {
             Role.DATA_SCIENTIST,
             Role.AI_CHAMPION,
         }
+    ),
+    # Background jobs (batch scoring, monitors): everyone may follow the jobs of their unit; a job's author may
+    # always cancel it, cancelling a colleague's job is for those who run the unit's pipelines and services.
+    Action.JOBS_READ: _ALL,
+    Action.JOBS_CANCEL: frozenset({Role.CHIEF_AI_OFFICER, Role.ML_ENGINEER, Role.DATA_ENGINEER}),
+    # Monitoring: everyone may see how models behave; setting up monitors, rules and notification channels is
+    # for those who build and run the models; incidents are acknowledged and resolved by them and by the
+    # people accountable for the model's conduct (ethics & compliance, the chief AI officer).
+    Action.MONITORING_READ: _ALL,
+    Action.MONITORING_MANAGE: frozenset({Role.CHIEF_AI_OFFICER, Role.ML_ENGINEER, Role.DATA_SCIENTIST}),
+    Action.INCIDENT_HANDLE: frozenset(
+        {Role.CHIEF_AI_OFFICER, Role.ML_ENGINEER, Role.DATA_SCIENTIST, Role.ETHICS_COMPLIANCE_OFFICER}
     ),
 }
 

@@ -30,6 +30,7 @@ __all__ = [
     "end_session",
     "hash_password",
     "issue_token",
+    "principal_of",
     "require",
     "verify_password",
 ]
@@ -104,6 +105,18 @@ def _principal(session: Session, person: Person, via: str, csrf: str | None = No
         via=via,
         csrf_token=csrf,
     )
+
+
+def principal_of(session: Session, person_id: str, via: str = "job") -> Principal:
+    """A person as a principal, read now: for work done later on their behalf (a background job), which must
+    not outlive their deactivation or keep a role they no longer have."""
+    person = session.get(Person, person_id)
+    if person is None or not person.is_active:
+        raise PermissionDenied(
+            "The person on whose behalf this runs is deactivated or no longer exists.",
+            details={"person_id": person_id},
+        )
+    return _principal(session, person, via)
 
 
 # --- API tokens -------------------------------------------------------------------------------

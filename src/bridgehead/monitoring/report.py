@@ -84,6 +84,7 @@ def metric_names() -> list[str]:
         "prediction_drift",
         "confidence_mean",
         "labelled_rows",
+        "labels_unmatched",
         "accuracy",
         "precision",
         "recall",
@@ -272,9 +273,12 @@ def _quality(ref: ReferenceColumn, window: NumericWindow | CategoricalWindow) ->
     if isinstance(window, NumericWindow):
         out["out_of_range_share"] = window.out_of_range / window.n if window.n else None
     else:
-        unseen = {k: c for k, c in window.counts.items() if k not in ref.categories}
-        out["unseen_categories"] = dict(sorted(unseen.items(), key=lambda kv: -kv[1])[:20])
-        out["unseen_share"] = (sum(unseen.values()) + window.other) / window.n if window.n else None
+        if ref.rest:  # the reference kept its most frequent categories only: "unseen" cannot be told
+            out["unseen_categories"], out["unseen_share"] = {}, None
+        else:
+            unseen = {k: c for k, c in window.counts.items() if k not in ref.categories}
+            out["unseen_categories"] = dict(sorted(unseen.items(), key=lambda kv: -kv[1])[:20])
+            out["unseen_share"] = (sum(unseen.values()) + window.other) / window.n if window.n else None
     return out
 
 
@@ -305,7 +309,14 @@ def build_report(inputs: ReportInputs, batches: Iterable[pa.RecordBatch]) -> dic
                 "drifted": False,
                 "reason": str(exc),
             }
-    performance: dict[str, Any] = {"task": inputs.task, "labelled_rows": acc.labelled}
+    performance: dict[str, Any] = {
+        "task": inputs.task,
+        "labelled_rows": acc.labelled,
+        # Labels given since the window began whose request id is not among the window's predictions: for
+        # earlier windows, or for ids that were never predicted (a pipeline joining on the wrong key).
+        "labels_received": len(inputs.labels),
+        "labels_unmatched": len(inputs.labels) - acc.labelled,
+    }
     current = acc.quality.summary()
     performance["current"] = current
     baseline = {k: v for k, v in inputs.baseline.items() if k in current}
@@ -320,6 +331,7 @@ def build_report(inputs: ReportInputs, batches: Iterable[pa.RecordBatch]) -> dic
     metrics: dict[str, float] = {
         "rows": acc.rows,
         "labelled_rows": acc.labelled,
+        "labels_unmatched": len(inputs.labels) - acc.labelled,
         "drift_share": verdict.share,
         "drifted_columns": verdict.n_drifted,
         "dataset_drift": float(verdict.drifted),

@@ -311,36 +311,26 @@ def _count_rows(source: Any) -> int | None:
 
 
 def _score_file(source: Any, scorer: Any, output: Path, batch_rows: int, total: int | None) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    writer: pq.ParquetWriter | None = None
-    written = 0
+    from bridgehead.serving.batch import write_scored
+
     tmp = output.with_name(output.name + ".partial")
     try:
         with Progress(
             TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
         ) as progress:
             task = progress.add_task("rows", total=total)
-            for batch in source.batches(batch_rows):
-                result = scorer(batch)
-                table = pa.Table.from_batches([batch])
-                for name, values in result.items():
-                    table = table.append_column(name, pa.array(values))
-                if writer is None:
-                    output.parent.mkdir(parents=True, exist_ok=True)
-                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-                writer.write_table(table)
-                written += batch.num_rows
-                progress.advance(task, batch.num_rows)
-        if writer is not None:
-            writer.close()
-            writer = None
+            output.parent.mkdir(parents=True, exist_ok=True)
+            written = write_scored(
+                source.batches(batch_rows),
+                scorer,
+                str(tmp),
+                on_rows=lambda rows: progress.advance(task, rows),
+            )
+        if written:
             tmp.replace(output)  # the output appears whole or not at all
     finally:
-        if writer is not None:
-            writer.close()
         tmp.unlink(missing_ok=True)
     return written
 

@@ -1,5 +1,5 @@
-"""Registers the deployments API, the inference routes and pages, the runtime and the prediction log, and the
-default ``check_transition`` (allow everything; governance plugs in its own)."""
+"""Registers the deployments API, the inference routes and pages, the runtime and the prediction log, the batch
+scoring job kind, and the default ``check_transition`` (allow everything; governance plugs in its own)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ def setup_runtime(app: FastAPI) -> None:
         frozenset(settings.trusted_flavors),
         onnx=settings.serving_onnx,
     )
+    # The in-process job worker scores batch jobs with the models this process already loaded.
+    app.state.job_resources["serving.runtime"] = app.state.runtime
     db = app.state.db
 
     def aggregate(table: pa.Table) -> None:
@@ -88,6 +90,13 @@ def check_transition(
     proposed: dict[str, Any],
 ) -> str | None:
     return None
+
+
+@hookimpl
+def register_job_kinds() -> dict[str, Any]:
+    from bridgehead.serving.batch import SCORE_KIND, score_job
+
+    return {SCORE_KIND: score_job}
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""JSON API: /api/v1/endpoints (deploy, traffic, promote, rollback, retire, invokers, history, stats).
+"""JSON API: /api/v1/endpoints (deploy, traffic, promote, rollback, retire, invokers, history, stats, batch
+scoring jobs).
 
 Reading needs ``serving.read`` and follows the endpoint's unit; every change needs ``serving.deploy``, goes
 through the ``check_transition`` hook and is audited. A deploy loads the version first: a model that cannot be
@@ -10,14 +11,22 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from bridgehead.auth.deps import ApiPrincipal, db_of
+from bridgehead.auth.roles import Action
 from bridgehead.auth.service import Principal
-from bridgehead.errors import error_responses
+from bridgehead.errors import BadRequest, PayloadTooLarge, PermissionDenied, error_responses
+from bridgehead.jobs import service as jobs
+from bridgehead.jobs.plugin import wake
+from bridgehead.jobs.schemas import JobOut, job_out
 from bridgehead.registry.models import ModelVersion
 from bridgehead.serving import service
+from bridgehead.serving.batch import SCORE_KIND
 from bridgehead.serving.models import Endpoint, EndpointRevision, Feedback, PredictionHour
 from bridgehead.serving.runtime import LATENCY_BUCKETS_MS, ModelRuntime
 from bridgehead.serving.schemas import (
@@ -29,9 +38,12 @@ from bridgehead.serving.schemas import (
     ReasonIn,
     RevisionOut,
     RouteOut,
+    ScoreJobIn,
     StatsOut,
     TrafficIn,
 )
+from bridgehead.store.artifacts import ArtifactStore, blocking_chunks
+from bridgehead.store.base import new_id
 from bridgehead.tracking import service as tracking
 from bridgehead.tracking.schemas import ms_to_datetime
 
@@ -264,3 +276,179 @@ def stats(
             ],
             feedback={"label": int(kinds.get("label", 0)), "override": int(kinds.get("override", 0))},
         )
+
+
+# --- batch scoring jobs ---------------------------------------------------------------------------------------
+
+PARQUET_TYPES = ("application/vnd.apache.parquet", "application/octet-stream")
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+SCORE_JOB_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/vnd.apache.parquet": _BINARY,
+            "application/octet-stream": _BINARY,
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "title": "ScoreJobIn",
+                    "required": ["dataset_id", "version"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "dataset_id": {"type": "string", "minLength": 1, "maxLength": 32},
+                        "version": {"type": "integer", "minimum": 1, "maximum": 2_147_483_647},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The whole body, refused past ``limit`` bytes (this route is exempt from the global body limit because
+    its Parquet uploads are streamed; its JSON bodies are held to it here)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(
+                f"Request body is larger than {limit} bytes.", details={"limit_bytes": limit}
+            )
+    return bytes(body)
+
+
+def _enqueue_score(
+    request: Request, session: Session, principal: Principal, endpoint: Endpoint, job_id: str,
+    source: dict[str, Any], batch_rows: int,
+) -> JobOut:  # fmt: skip
+    params = {
+        "endpoint": endpoint.name,
+        "endpoint_id": endpoint.id,
+        "input": source,
+        "batch_rows": batch_rows,
+    }
+    job = jobs.enqueue(
+        session,
+        principal,
+        SCORE_KIND,
+        params,
+        job_id=job_id,
+        max_attempts=request.app.state.settings.jobs_max_attempts,
+    )
+    return job_out(job)
+
+
+def _score_upload(
+    request: Request, principal: Principal, name: str, chunks: Any, limit: int, batch_rows: int
+) -> JobOut:
+    from bridgehead.data.readers import open_source
+
+    db = db_of(request)
+    store: ArtifactStore = request.app.state.artifacts
+    with db.session() as session:  # refuse before storing a byte
+        service.endpoint_for_invoke(session, principal, name)
+    job_id = new_id()
+    path = f"jobs/{job_id}/input.parquet"
+    try:
+        store.put_stream(path, chunks, max_bytes=limit)
+        fs, full, local = store.locate(path)
+        open_source(full, "parquet", filesystem=None if local else fs)  # a readable Parquet file, or 400
+        with db.session(write=True) as session:
+            endpoint = service.endpoint_for_invoke(session, principal, name)
+            source = {"kind": "upload", "path": path, "format": "parquet"}
+            return _enqueue_score(request, session, principal, endpoint, job_id, source, batch_rows)
+    except BaseException:
+        store.delete(f"jobs/{job_id}")
+        raise
+
+
+def _score_dataset(
+    request: Request, principal: Principal, name: str, body: ScoreJobIn, batch_rows: int
+) -> JobOut:
+    from bridgehead.data import service as data
+
+    with db_of(request).session(write=True) as session:
+        endpoint = service.endpoint_for_invoke(session, principal, name)
+        dataset = data.get_dataset(session, principal, body.dataset_id)
+        version = data.get_version(session, dataset, body.version)
+        if version.storage != "stored":
+            raise BadRequest(
+                "This version's data lives outside Bridgehead (on the client that registered it), so the server "
+                "cannot read it: upload the file as the request body instead, or score it where it is with "
+                "`bridgehead score`.",
+                details={"dataset_id": dataset.id, "version": version.version},
+            )
+        masked = data.masked_columns(principal, version)
+        if masked:
+            # The output carries the input columns: scoring would hand over values the caller sees masked.
+            raise PermissionDenied(
+                f"Columns {', '.join(masked)} of this version are tagged personal or sensitive and your role sees "
+                "them masked; scoring it would write them to the output.",
+                details={"action": Action.DATA_PII.value, "role": principal.role.value, "columns": masked},
+            )
+        data.record_read(
+            session, principal, dataset, f"version {version.version} scored on {name}", masked=[]
+        )
+        source = {
+            "kind": "dataset",
+            "path": version.location,
+            "format": version.format,
+            "dataset_id": dataset.id,
+            "dataset_version": version.version,
+        }
+        return _enqueue_score(request, session, principal, endpoint, new_id(), source, batch_rows)
+
+
+@router.post(
+    "/endpoints/{name}/score-jobs",
+    status_code=202,
+    response_model=JobOut,
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422),
+    openapi_extra=SCORE_JOB_BODY,
+)
+async def create_score_job(
+    request: Request,
+    principal: ApiPrincipal,
+    name: EndpointName,
+    batch_rows: Annotated[int, Query(ge=1, le=100_000, description="Rows scored per chunk.")] = 10_000,
+) -> JobOut:
+    """Score a file of any size in the background with the endpoint's current serving version (the one taking
+    the most traffic). The body is either the Parquet file itself (`application/vnd.apache.parquet` or
+    `application/octet-stream`, streamed to the artifact store, up to BRIDGEHEAD_MAX_ARTIFACT_BYTES), or JSON
+    naming a dataset version uploaded to Bridgehead (`{"dataset_id": ..., "version": ...}`). Answers 202 with
+    the job; follow it at `/api/v1/jobs/{id}` and download the output (the inputs plus `prediction`,
+    `probabilities` for classifiers and `version`) from `/api/v1/jobs/{id}/output`. Needs the right to invoke
+    the endpoint."""
+    settings = request.app.state.settings
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media == "application/json":
+        raw = await _read_capped(request, settings.max_body_bytes)
+        try:
+            body = ScoreJobIn.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [
+                    {**e, "loc": ("body", *e["loc"])}
+                    for e in exc.errors(include_url=False, include_context=False)
+                ]
+            ) from None
+        out = await run_in_threadpool(_score_dataset, request, principal, name, body, batch_rows)
+    elif media in PARQUET_TYPES:
+        limit: int = settings.max_artifact_bytes
+        announced = request.headers.get("content-length", "")
+        if announced.isdigit() and int(announced) > limit:
+            raise PayloadTooLarge(
+                f"The file is larger than {limit} bytes (BRIDGEHEAD_MAX_ARTIFACT_BYTES).",
+                details={"limit_bytes": limit},
+            )
+        chunks = blocking_chunks(request.stream())
+        out = await run_in_threadpool(_score_upload, request, principal, name, chunks, limit, batch_rows)
+    else:
+        raise BadRequest(
+            "Send the input as a Parquet file (Content-Type application/vnd.apache.parquet or "
+            "application/octet-stream), or as JSON naming a dataset version (application/json).",
+            details={"content_type": media},
+        )
+    wake(request.app)
+    return out

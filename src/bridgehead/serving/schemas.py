@@ -70,6 +70,13 @@ class InvokersIn(_Strict):
     roles: list[str] = Field(default_factory=list, max_length=20)
 
 
+class ScoreJobIn(_Strict):
+    """A batch scoring job over a registered dataset version whose data was uploaded to Bridgehead."""
+
+    dataset_id: str = Field(min_length=1, max_length=32)
+    version: int = Field(ge=1, le=2_147_483_647)
+
+
 class RouteOut(BaseModel):
     model: str
     version: int

@@ -46,6 +46,7 @@ AREAS: list[tuple[str, str, str, str]] = [
         "/monitoring",
         "Drift, performance decay and bias in production; incidents.",
     ),
+    ("incidents", "Incidents", "/incidents", "Alerts raised by monitors: acknowledge, investigate, resolve."),
     (
         "governance",
         "Governance",

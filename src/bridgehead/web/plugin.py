@@ -20,7 +20,16 @@ from bridgehead.org.models import BusinessUnit
 from bridgehead.web import AREAS, Console
 
 router = APIRouter(include_in_schema=False)
-_BUILT = {"data", "experiments", "models", "deployments", "organization", "audit"}
+_BUILT = {
+    "data",
+    "experiments",
+    "models",
+    "deployments",
+    "monitoring",
+    "incidents",
+    "organization",
+    "audit",
+}
 
 
 # Charts use the plotly.js bundled in the installed plotly wheel: no CDN, no copy in this repository.

@@ -5,7 +5,8 @@
  * allows only same-origin script files); a JSON island is data, never executed.
  *
  * Island: {"kind": "line" | "dots" | "histogram" | "bars", "title": "val_auc", "x_title": "step", "series": [...]}
- *   line: one series per run, {"name", "x": steps, "y": values (null = gap), "color": palette index}
+ *   line: one series per run, {"name", "x": steps, "y": values (null = gap), "color": palette index,
+ *     "dash": optional plotly dash style ("dash", "dot") for a reference line such as a threshold}
  *   dots: one series, {"name", "x": values, "y": run labels, "colors": palette index per run}
  *   histogram: one series, {"x": bin centres, "y": counts, "width": bin widths, "low", "high": bin edges};
  *     "dates": true puts x on a date axis (centres as timestamps, widths in milliseconds)
@@ -96,14 +97,14 @@
           cliponaxis: false,
         };
       }
-      var dense = s.x.length > 25;
+      var dense = s.x.length > 25 || Boolean(s.dash);
       return {
         type: "scatter",
         mode: dense ? "lines" : "lines+markers",
         name: s.name,
         x: s.x,
         y: s.y,
-        line: { color: color(s.color), width: 2 },
+        line: { color: color(s.color), width: s.dash ? 1.5 : 2, dash: s.dash || "solid" },
         marker: { size: 6, color: color(s.color), line: { width: 1.5, color: "#ffffff" } },
         connectgaps: false,
         hovertemplate: "%{y:.4~g}",

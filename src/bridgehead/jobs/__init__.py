@@ -1,0 +1,1 @@
+"""Background jobs: a queue in the database, workers that claim and run them, and the executor seam."""
