@@ -191,3 +191,12 @@ def test_labels_for_unknown_request_ids_are_counted_not_matched(
     assert report["performance"]["labelled_rows"] == 2
     assert report["performance"]["labels_received"] == 4 and report["performance"]["labels_unmatched"] == 2
     assert report["metrics"]["labels_unmatched"] == 2
+
+
+def test_a_stored_report_has_no_nan_and_keeps_text_that_looks_like_one() -> None:
+    from bridgehead.monitoring.service import _json_safe
+
+    stored = _json_safe(
+        {"psi": float("inf"), "low": -float("inf"), "x": [float("nan"), 1.5], "city": "NaNaimo"}
+    )
+    assert stored == {"psi": None, "low": None, "x": [None, 1.5], "city": "NaNaimo"}

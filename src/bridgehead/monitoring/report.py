@@ -151,8 +151,8 @@ class _Accumulator:
             names = [inputs.type.field(i).name for i in range(inputs.type.num_fields)]
             self.drift.update(pa.RecordBatch.from_arrays(inputs.flatten(), names=names))
         outputs = batch.column("outputs")
-        prediction = self._field(outputs, "prediction")
-        probabilities = self._field(outputs, "probabilities")
+        prediction = _struct_field(outputs, "prediction")
+        probabilities = _struct_field(outputs, "probabilities")
         if prediction is None:
             return
         if self.prediction is not None:
@@ -194,10 +194,6 @@ class _Accumulator:
                 groups = _band_labels(column, edges) if edges is not None else column.to_pylist()
                 acc = self.fairness.setdefault(attribute, Fairness(positive=self.inputs.positive))
                 acc.update(groups, pred_list, truth)
-
-    @staticmethod
-    def _field(array: pa.Array, name: str) -> pa.Array | None:
-        return _struct_field(array, name)
 
 
 def _struct_field(array: pa.Array | pa.ChunkedArray, name: str) -> pa.Array | None:

@@ -15,6 +15,7 @@ a damaged log file) is recorded as failed with the reason, and never stops other
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -560,9 +561,8 @@ def compute_run(
         report["rules"] = {"breaches": breaches, "not_evaluated": missing}
         run.status = "succeeded"
         run.rows = report["rows"]
-        run.metrics = report["metrics"]
-        run.breaches = breaches
         run.report = _json_safe(report)
+        run.metrics = run.report["metrics"]
     except BridgeheadError as exc:
         run.status, run.error = "failed", exc.message
         breaches = []
@@ -570,7 +570,7 @@ def compute_run(
         run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
         breaches = []
     run.finished_ms = now_ms()
-    run.breaches = breaches
+    run.breaches = _json_safe(breaches)
     return run
 
 
@@ -589,8 +589,17 @@ def record_run(session: Session, run: MonitorRun) -> MonitorRun:
 
 
 def _json_safe(value: Any) -> Any:
-    """NaN and infinities as None: JSON columns (and browsers) take no NaN."""
-    return json.loads(json.dumps(value, default=str).replace("NaN", "null").replace("Infinity", "null"))
+    """NaN and infinities as None, at any depth (JSON columns, PostgreSQL's above all, and browsers take no
+    NaN); other values as JSON has them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return json.loads(json.dumps(value, default=str))
 
 
 def _title(monitor: Monitor, endpoint: Endpoint | None, breaches: list[dict[str, Any]]) -> str:
