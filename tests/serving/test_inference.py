@@ -190,9 +190,16 @@ def test_onnx_runtime_serves_only_when_it_agrees(tmp_path: Path) -> None:
     assert fast is not None and fast.engine == "onnxruntime"
     assert fast.predict(frame.to_numpy()).tolist() == model.predict(frame).tolist()
     np.testing.assert_allclose(fast.predict_proba(frame.to_numpy()), model.predict_proba(frame), atol=1e-5)
+    labels, proba = fast.predict_both(frame.to_numpy())  # one run of the graph, both answers
+    assert labels.tolist() == model.predict(frame).tolist()
+    np.testing.assert_allclose(proba, model.predict_proba(frame), atol=1e-5)
     assert accelerate(model, tmp_path, list(reversed(FEATURES))) is None  # columns in another order
     regressor = LinearRegression().fit(frame, y)
-    assert accelerate(regressor, tmp_path, FEATURES) is not None
+    fast_regressor = accelerate(regressor, tmp_path, FEATURES)
+    assert fast_regressor is not None
+    values, none = fast_regressor.predict_both(frame.to_numpy())
+    assert none is None
+    np.testing.assert_allclose(values, regressor.predict(frame), rtol=1e-4)
     (tmp_path / "input_example.json").unlink()
     assert accelerate(model, tmp_path, FEATURES) is None  # nothing to confirm it on
     assert accelerate(object(), tmp_path, FEATURES) is None

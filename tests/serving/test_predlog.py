@@ -654,3 +654,62 @@ def test_a_batch_needs_one_value_per_row() -> None:
         batch(0, frame, keys=["only one"])
     with pytest.raises(ValidationFailed):
         batch(0, frame, endpoint="../escape")
+
+
+def test_many_requests_of_one_shape_are_encoded_together_each_row_keeping_its_own_fields(
+    tmp_path: Path,
+) -> None:
+    # A flush builds each column once for all the requests of one shape; every row must still carry its own
+    # request's id, row index, key, version, role, time, latency, inputs and outputs.
+    log = PredictionLog(tmp_path)
+    sizes = [1, 3, 1, 2, 5, 1]
+    expected: dict[str, dict[str, Any]] = {}
+    first = 0
+    for k, n in enumerate(sizes):
+        frame = pd.DataFrame({"a": [float(first + i) for i in range(n)], "b": [k * 10 + i for i in range(n)]})
+        role = "shadow" if k % 3 == 2 else "primary"
+        keys = [f"key{k}.{i}" for i in range(n)] if k % 2 else None
+        log.record(
+            [
+                batch(
+                    first,
+                    frame,
+                    ts_ms=T0 + k,
+                    role=role,
+                    latency_ms=float(k),
+                    versions=[k] * n,
+                    keys=keys,
+                    predictions=[k * 100 + i for i in range(n)],
+                )
+            ]
+        )
+        for i in range(n):
+            expected[f"b{first + i}"] = {
+                "row": i,
+                "key": keys[i] if keys else "",
+                "version": k,
+                "role": role,
+                "ts": datetime.fromtimestamp((T0 + k) / 1000, tz=UTC),
+                "latency_ms": float(k),
+                "inputs": {"a": float(first + i), "b": k * 10 + i},
+                "prediction": k * 100 + i,
+                "probabilities": [0.5 - i / 10, 0.5 + i / 10],
+            }
+        first += n
+    assert log.flush() == sum(sizes)
+    [path] = list(tmp_path.rglob("*.parquet"))
+    got = {
+        r["request_id"]: {
+            "row": r["row"],
+            "key": r["key"],
+            "version": r["version"],
+            "role": r["role"],
+            "ts": r["ts"],
+            "latency_ms": r["latency_ms"],
+            "inputs": r["inputs"],
+            "prediction": r["outputs"]["prediction"],
+            "probabilities": r["outputs"]["probabilities"],
+        }
+        for r in pq.read_table(path).to_pylist()
+    }
+    assert got == expected

@@ -170,6 +170,40 @@ def test_native_records_keys_and_id() -> None:
     assert parsed.request_id == "r-9"
 
 
+@pytest.mark.parametrize(
+    "records",
+    [
+        [{"a": 1.5, "b": 2.0}, {"a": 3.0, "b": 4.25}],  # all floats: the fast path
+        [{"a": 1.5, "b": 2.0}, {"b": 4.25, "a": 3.0}],  # keys in another order: matched by name
+        [{"a": 1.5}],  # one column
+        [{"a": 1.5, "b": 2.0}, {"a": 3.0}],  # a key missing
+        [{"a": 1.5}, {"a": 3.0, "c": 1.0}],  # an extra key
+        [{"a": 1.5, "b": 2}, {"a": 3.0, "b": 4.0}],  # an int among floats
+        [{"a": 1.5, "b": True}, {"a": 3.0, "b": 4.0}],  # a bool among floats
+        [{"a": 1.5, "b": None}, {"a": 3.0, "b": 4.0}],  # a null
+        [{"a": 1.5, "b": "x"}, {"a": 3.0, "b": 4.0}],  # text
+    ],
+)
+def test_native_records_parse_as_pandas_from_records(records: list[dict[str, Any]]) -> None:
+    """Whatever path a body takes (all-float records are built directly, anything else by pandas), the frame
+    is the one pandas builds from the same records, column types included."""
+    frame = parse_body(JSON_CT, body({"records": records}), "native", None).frame
+    expected = pd.DataFrame.from_records(records)
+    assert frame.columns.tolist() == expected.columns.tolist()
+    for column in expected.columns:
+        assert frame[column].dtype == expected[column].dtype, column
+        assert frame[column].tolist() == pytest.approx(expected[column].tolist(), nan_ok=True), column
+
+
+def test_nan_literals_are_still_read_as_python_reads_them_and_lone_surrogates_are_refused() -> None:
+    # orjson refuses both; Python's parser accepts them, so such a body takes that way.
+    parsed = parse_body(JSON_CT, b'{"records": [{"a": NaN, "b": 1.0}]}', "native", None)
+    assert np.isnan(parsed.frame["a"].iloc[0])
+    # A lone surrogate is valid JSON but no text a frame can hold: a clear 400, not a server error.
+    with pytest.raises(BadRequest, match="records"):
+        parse_body(JSON_CT, b'{"records": [{"a": 1.0, "b": "\\ud800"}]}', "native", None)
+
+
 def test_native_bare_list() -> None:
     parsed = parse_body(JSON_CT, body([{"x": 1}, {"x": 2}]), "native", None)
     assert parsed.frame["x"].tolist() == [1, 2]

@@ -51,6 +51,13 @@ class OnnxAccelerated:
             raise AttributeError("predict_proba")
         return outputs[1]
 
+    def predict_both(self, x: Any) -> tuple[Any, Any | None]:
+        """Labels and probabilities (None for a regressor) from one run of the graph, which computes both."""
+        outputs = self._run(x)
+        labels = outputs[0]
+        labels = labels.ravel() if labels.ndim == 2 and labels.shape[1] == 1 else labels
+        return labels, (outputs[1] if len(outputs) > 1 else None)
+
 
 def _example(directory: Path, columns: list[str] | None) -> np.ndarray[Any, Any] | None:
     path = directory / "input_example.json"

@@ -18,6 +18,7 @@ import re
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
+import orjson
 from fastapi import BackgroundTasks, FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -105,7 +106,10 @@ class InferenceLane:
         except BridgeheadError:
             return False
         payload: Any = answer(protocol, name, scored)
-        data = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            data = orjson.dumps(payload)  # ten times faster than json.dumps; NaN is written as null
+        except TypeError:
+            data = json.dumps(payload, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": data})

@@ -21,14 +21,18 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import io
+import itertools
 import json
 import math
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,6 +46,7 @@ __all__ = [
     "ParsedRequest",
     "Protocol",
     "Signature",
+    "column_index",
     "mlflow_response",
     "parse_body",
     "v2_metadata",
@@ -144,6 +149,13 @@ def _media_type(content_type: str, protocol: Protocol) -> str:
 
 def _load_json(body: bytes) -> Any:
     try:
+        # orjson parses about five times faster; it refuses what Python's parser accepts or explains better
+        # (NaN and Infinity literals, lone surrogates, integers past 64 bits, malformed bodies), which then
+        # goes through Python's parser for the same answer as before.
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadRequest(
@@ -230,7 +242,7 @@ def _records_frame(records: Any, where: str) -> pd.DataFrame:
     if not records:
         return pd.DataFrame()
     numeric = _numeric_records(records)
-    return numeric if numeric is not None else pd.DataFrame.from_records(records)
+    return numeric if numeric is not None else _pandas(lambda: pd.DataFrame.from_records(records), where)
 
 
 def _numeric_records(records: list[dict[str, Any]]) -> pd.DataFrame | None:
@@ -238,12 +250,25 @@ def _numeric_records(records: list[dict[str, Any]]) -> pd.DataFrame | None:
     The same frame as ``from_records`` (float64 columns) in a fraction of the time; anything else takes the
     general way."""
     columns = list(records[0])
-    if not columns or any(list(r) != columns for r in records[1:]):
+    width = len(columns)
+    if not width or any(len(r) != width for r in records):
         return None
-    rows = [list(r.values()) for r in records]
-    if any(type(v) is not float for row in rows for v in row):
+    values = operator.itemgetter(*columns)
+    try:
+        rows = [values(r) for r in records] if width > 1 else [(values(r),) for r in records]
+    except KeyError:
         return None
-    return pd.DataFrame(np.asarray(rows, dtype=np.float64), columns=columns)
+    if set(map(type, itertools.chain.from_iterable(rows))) != {float}:
+        return None
+    return pd.DataFrame(np.asarray(rows, dtype=np.float64), columns=column_index(tuple(columns)))
+
+
+@functools.lru_cache(maxsize=256)
+def column_index(columns: tuple[str, ...]) -> pd.Index:
+    """A frame's column labels, built once per column list: pandas infers a new Index from a list on every
+    frame (about 50 µs for 20 names), and an object-dtype Index lists its names fastest. Indexes are immutable,
+    so frames can share one."""
+    return pd.Index(columns, dtype=object)
 
 
 # --- mlflow ------------------------------------------------------------------------------------------------
@@ -859,16 +884,22 @@ def _all_floats(frame: pd.DataFrame, signature: Signature, allow_nan: bool) -> p
         return None
     if any(spec.kind != "float" or spec.dtype != "float64" or not spec.required for spec in signature.inputs):
         return None
-    kinds = [d.kind for d in frame.dtypes.tolist()]
-    if any(k not in "fiu" for k in kinds):
+    # One array for all columns: numpy's common type of the columns says whether all are numbers (bool, text,
+    # dates or pandas' extension types make it something else), without building the frame's dtypes.
+    values = frame.to_numpy()
+    if values.dtype.kind not in "fiu":
         return None
-    values = frame.to_numpy(dtype=np.float64)
+    if values.dtype == np.float64 and names == columns and frame.columns is column_index(tuple(columns)):
+        # Built by `_numeric_records` (float64 columns, here in the signature's order) or already checked
+        # here: nothing to convert or copy.
+        return frame if allow_nan or not np.isnan(values).any() else None
+    if values.dtype != np.float64:
+        values = values.astype(np.float64)
     if not allow_nan and np.isnan(values).any():
         return None
-    if names == columns and all(k == "f" for k in kinds):
-        return frame  # already float64, in order: nothing to copy
-    order = [names.index(c) for c in columns]
-    return pd.DataFrame(values[:, order], columns=columns, index=frame.index)
+    if names != columns:
+        values = values[:, [names.index(c) for c in columns]]
+    return pd.DataFrame(values, columns=column_index(tuple(columns)), index=frame.index, copy=False)
 
 
 def _problem(column: str, problem: str, message: str, **extra: Any) -> dict[str, Any]:

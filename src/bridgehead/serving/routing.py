@@ -134,6 +134,8 @@ def assign_many(
     """For each key, the index into ``policy.routes`` of the route that answers it (as :func:`assign`)."""
     if not keys:
         return []
+    if len(policy.routes) == 1:
+        return [0] * len(keys)  # one route answers everything: nothing to draw or hash
     buckets = np.fromiter((_bucket(policy, k, salt, rng) for k in keys), dtype=np.int64, count=len(keys))
     segments = np.searchsorted(policy._bounds, buckets, side="right")
     return [int(i) for i in policy._order[segments]]

@@ -27,7 +27,7 @@ from bridgehead.serving.accelerate import accelerate
 from bridgehead.serving.protocols import Signature
 from bridgehead.store.artifacts import ArtifactStore
 
-__all__ = ["LATENCY_BUCKETS_MS", "LoadedModel", "ModelRuntime", "Prediction"]
+__all__ = ["LATENCY_BUCKETS_MS", "LoadedModel", "ModelRuntime", "Prediction", "takes_frames"]
 
 log = logging.getLogger("bridgehead.serving")
 
@@ -60,6 +60,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def takes_frames(loaded: LoadedModel) -> bool:
+    """Whether the model is given a frame (an estimator fitted on named columns) rather than a plain array."""
+    return hasattr(loaded.predictor, "feature_names_in_")
 
 
 class ModelRuntime:
@@ -161,15 +166,18 @@ class ModelRuntime:
         """Predictions, and class probabilities when the model offers them."""
         # Estimators fitted on named columns get a frame; everything else (ONNX, boosters, estimators fitted on
         # arrays) a plain array, which is also what keeps scikit-learn from warning about feature names.
-        x = frame if hasattr(loaded.predictor, "feature_names_in_") else frame.to_numpy()
+        x = frame if isinstance(frame, np.ndarray) or takes_frames(loaded) else frame.to_numpy()
         try:
-            raw = loaded.predictor.predict(x)
-            proba = None
-            if hasattr(loaded.predictor, "predict_proba"):
-                try:
-                    proba = loaded.predictor.predict_proba(x)
-                except (BadRequest, AttributeError, NotImplementedError):
-                    proba = None  # a regressor behind a generic predictor
+            both = getattr(loaded.predictor, "predict_both", None)  # one call for both (ONNX Runtime)
+            if both is not None:
+                raw, proba = both(x)
+            else:
+                raw, proba = loaded.predictor.predict(x), None
+                if hasattr(loaded.predictor, "predict_proba"):
+                    try:
+                        proba = loaded.predictor.predict_proba(x)
+                    except (BadRequest, AttributeError, NotImplementedError):
+                        proba = None  # a regressor behind a generic predictor
         except BridgeheadError:
             raise
         except Exception as exc:
