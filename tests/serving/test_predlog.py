@@ -713,3 +713,23 @@ def test_many_requests_of_one_shape_are_encoded_together_each_row_keeping_its_ow
         for r in pq.read_table(path).to_pylist()
     }
     assert got == expected
+
+
+def test_float_frames_from_the_parser_are_stacked_with_nan_as_missing(tmp_path: Path) -> None:
+    # All-float request frames (the parser's fast path) are stacked as one array at flush time; the file
+    # must hold the same values, NaN as a missing value, as when each frame is converted on its own.
+    from bridgehead.serving.protocols import is_float_frame, parse_body
+
+    bodies = [
+        b'{"records": [{"a": 1.5, "b": 2.0}]}',
+        b'{"records": [{"a": NaN, "b": 4.0}, {"a": 5.0, "b": 6.5}]}',
+    ]
+    frames = [parse_body("application/json", body, "native", None).frame for body in bodies]
+    assert all(is_float_frame(f) for f in frames)
+    log = PredictionLog(tmp_path)
+    log.record([batch(0, frames[0]), batch(1, frames[1])])
+    assert log.flush() == 3
+    table = read_all(tmp_path, "churn")
+    assert table.column("inputs").type == pa.struct([("a", pa.float64()), ("b", pa.float64())])
+    inputs = {r["request_id"]: r["inputs"] for r in table.to_pylist()}
+    assert inputs == {"b0": {"a": 1.5, "b": 2.0}, "b1": {"a": None, "b": 4.0}, "b2": {"a": 5.0, "b": 6.5}}

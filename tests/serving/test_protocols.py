@@ -23,6 +23,7 @@ from bridgehead.serving.protocols import (
     ColumnSpec,
     OutputSpec,
     Signature,
+    is_float_frame,
     mlflow_response,
     parse_body,
     v2_metadata,
@@ -189,6 +190,10 @@ def test_native_records_parse_as_pandas_from_records(records: list[dict[str, Any
     is the one pandas builds from the same records, column types included."""
     frame = parse_body(JSON_CT, body({"records": records}), "native", None).frame
     expected = pd.DataFrame.from_records(records)
+    all_floats = all(isinstance(v, float) for r in records for v in r.values())
+    same_keys = all(r.keys() == records[0].keys() for r in records)
+    # The fast path takes exactly the all-float records with the same keys, and says so.
+    assert is_float_frame(frame) == (all_floats and same_keys)
     assert frame.columns.tolist() == expected.columns.tolist()
     for column in expected.columns:
         assert frame[column].dtype == expected[column].dtype, column

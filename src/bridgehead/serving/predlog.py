@@ -68,6 +68,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bridgehead.errors import StoreUnavailable, ValidationFailed
+from bridgehead.serving.protocols import is_float_frame
 
 __all__ = [
     "COLUMNS",
@@ -110,6 +111,10 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = (*SCHEMA.names, "inputs", "outputs")
+
+# Dictionary encoding only where values repeat: tried on model inputs (mostly distinct numbers) it costs three
+# quarters of the write time and makes the file larger.
+_DICTIONARY_COLUMNS = ["endpoint", "model_name", "role", "status", "key"]
 
 _HOUR_MS = 3_600_000
 _DAY_MS = 24 * _HOUR_MS
@@ -369,7 +374,12 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
         fields, names = [pa.nulls(n, pa.null())], ["_"]
     outputs = pa.StructArray.from_arrays(fields, names=names)
     frames = [b.inputs for b in batches]
-    inputs = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if len(frames) == 1:
+        inputs = frames[0]
+    elif all(is_float_frame(f) for f in frames):  # the common case: stacking arrays is several times cheaper
+        inputs = pd.DataFrame(np.concatenate([f.to_numpy() for f in frames]), columns=frames[0].columns)
+    else:
+        inputs = pd.concat(frames, ignore_index=True)
     return meta.append_column("inputs", _inputs_array(inputs, n)).append_column("outputs", outputs)
 
 
@@ -438,7 +448,7 @@ def _write_atomic(table: pa.Table, directory: Path) -> Path:
     tmp = directory / f"{name}.tmp"
     try:
         with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
+            pq.write_table(table, fh, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)

@@ -47,6 +47,7 @@ __all__ = [
     "Protocol",
     "Signature",
     "column_index",
+    "is_float_frame",
     "mlflow_response",
     "parse_body",
     "v2_metadata",
@@ -267,8 +268,19 @@ def _numeric_records(records: list[dict[str, Any]]) -> pd.DataFrame | None:
 def column_index(columns: tuple[str, ...]) -> pd.Index:
     """A frame's column labels, built once per column list: pandas infers a new Index from a list on every
     frame (about 50 µs for 20 names), and an object-dtype Index lists its names fastest. Indexes are immutable,
-    so frames can share one."""
+    so frames can share one.
+
+    Only this module's float fast path (`_numeric_records`, `_all_floats`) labels frames with these indexes,
+    and only frames whose every column is float64; nothing changes a parsed frame's column types in place, so
+    `is_float_frame` can tell such a frame by its labels."""
     return pd.Index(columns, dtype=object)
+
+
+def is_float_frame(frame: pd.DataFrame) -> bool:
+    """Whether every column of the frame is float64, known without building its dtypes (see `column_index`);
+    False only means "not known"."""
+    columns = frame.columns
+    return columns.dtype == object and columns is column_index(tuple(columns.tolist()))
 
 
 # --- mlflow ------------------------------------------------------------------------------------------------
@@ -889,7 +901,7 @@ def _all_floats(frame: pd.DataFrame, signature: Signature, allow_nan: bool) -> p
     values = frame.to_numpy()
     if values.dtype.kind not in "fiu":
         return None
-    if values.dtype == np.float64 and names == columns and frame.columns is column_index(tuple(columns)):
+    if names == columns and is_float_frame(frame):
         # Built by `_numeric_records` (float64 columns, here in the signature's order) or already checked
         # here: nothing to convert or copy.
         return frame if allow_nan or not np.isnan(values).any() else None
