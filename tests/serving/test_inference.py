@@ -222,3 +222,18 @@ def test_a_revoked_token_stops_inference_within_the_cache_time(
     time.sleep(1.1)
     refused = client.post("/serve/credit/predict", json=records, headers=app_headers)
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthenticated"
+
+
+def test_a_loaded_model_is_kept_out_of_the_collectors_walks(client: TestClient, served: Registered) -> None:
+    """A served model lives as long as the process; its objects are frozen (as start-up's are), so the full
+    collections that the prediction log's buffered requests bring about do not walk it again each time."""
+    import gc
+
+    x = served.frame.head(1)
+    records = {"records": x.to_dict(orient="records")}
+    answer = client.post("/serve/credit/predict", json=records, headers=served.engineer.headers)
+    assert answer.status_code == 200, answer.text
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    [loaded] = [m for m in runtime._models.values() if m.model_name == "credit-risk" and m.version == 2]
+    tracked = {id(o) for o in gc.get_objects()}  # every generation but the frozen one
+    assert id(loaded) not in tracked and id(loaded.predictor) not in tracked

@@ -24,6 +24,7 @@ import pytest
 from bridgehead.errors import StoreUnavailable, ValidationFailed
 from bridgehead.serving.predlog import (
     SCHEMA,
+    FloatInputs,
     PredictionBatch,
     PredictionLog,
     PredictionRecord,
@@ -727,7 +728,9 @@ def test_float_frames_from_the_parser_are_stacked_with_nan_as_missing(tmp_path: 
     frames = [parse_body("application/json", body, "native", None).frame for body in bodies]
     assert all(is_float_frame(f) for f in frames)
     log = PredictionLog(tmp_path)
-    log.record([batch(0, frames[0]), batch(1, frames[1])])
+    batches = [batch(0, frames[0]), batch(1, frames[1])]
+    assert all(isinstance(b.inputs, FloatInputs) for b in batches)  # kept as names and an array, not a frame
+    log.record(batches)
     assert log.flush() == 3
     table = read_all(tmp_path, "churn")
     assert table.column("inputs").type == pa.struct([("a", pa.float64()), ("b", pa.float64())])
