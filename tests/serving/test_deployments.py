@@ -401,3 +401,85 @@ def test_seeing_logged_inputs_in_the_console_is_audited(
         "items"
     ]
     assert [(e["actor_email"], e["changes"]["rows"]) for e in events] == [(chief.email, 2)]
+
+
+def test_hourly_aggregates_match_a_row_by_row_count(client: TestClient, registered: Registered) -> None:
+    """Requests, rows, errors and the latency histogram per (endpoint, hour, version, role), folded in twice
+    (the second fold adds to the rows the first made), against a plain count of the same requests. Latencies
+    equal to a bucket bound fall in that bound's bucket; one past the last bound in the open bucket."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from bridgehead.serving.models import PredictionHour
+    from bridgehead.serving.predlog import PredictionBatch, _batches_table
+    from bridgehead.serving.runtime import LATENCY_BUCKETS_MS
+    from bridgehead.serving.service import add_hours
+
+    deploy(client, registered.engineer, "credit", "1", environment="production")
+    hour = 3_600_000
+    t0 = 1_700_000_000_000 // hour * hour
+    specs = [  # (version, role, hour offset, rows, latency, status)
+        (1, "primary", 0, 1, 5.0, "ok"),
+        (1, "primary", 0, 3, 0.4, "ok"),
+        (1, "primary", 0, 2, 9999.0, "error"),
+        (2, "shadow", 0, 1, 2.5, "ok"),
+        (1, "primary", 1, 4, 120.0, "ok"),
+    ]
+    batches = [
+        PredictionBatch(
+            ids=[f"r{k}.{i}" for i in range(n)],
+            endpoint="credit",
+            model_names=["credit-risk"] * n,
+            versions=[v] * n,
+            role=role,
+            ts_ms=t0 + h * hour + k,
+            latency_ms=lat,
+            inputs=pd.DataFrame({"x": [float(i) for i in range(n)]}),
+            predictions=None if status == "error" else [0] * n,
+            status=status,
+            error="boom" if status == "error" else None,
+        )
+        for k, (v, role, h, n, lat, status) in enumerate(specs)
+    ]
+    table = pa.concat_tables([_batches_table([b]) for b in batches], promote_options="permissive")
+    db = client.app.state.db  # type: ignore[attr-defined]
+    for _ in range(2):
+        with db.session(write=True) as session:
+            add_hours(session, table)
+
+    expected: dict[tuple[int, int, str], dict[str, object]] = {}
+    for v, role, h, n, lat, status in specs:
+        e = expected.setdefault(
+            (t0 + h * hour, v, role),
+            {
+                "requests": 0,
+                "rows": 0,
+                "errors": 0,
+                "sum": 0.0,
+                "max": 0.0,
+                "hist": [0] * (len(LATENCY_BUCKETS_MS) + 1),
+            },
+        )
+        e["requests"] += 2  # type: ignore[operator]
+        e["rows"] += 2 * n  # type: ignore[operator]
+        e["errors"] += 2 * n if status == "error" else 0  # type: ignore[operator]
+        e["sum"] += 2 * lat  # type: ignore[operator]
+        e["max"] = max(e["max"], lat)  # type: ignore[type-var]
+        bucket = next(
+            (i for i, bound in enumerate(LATENCY_BUCKETS_MS) if lat <= bound), len(LATENCY_BUCKETS_MS)
+        )
+        e["hist"][bucket] += 2  # type: ignore[index]
+    with db.session() as session:
+        rows = session.query(PredictionHour).all()
+        got = {
+            (r.hour_ms, r.version, r.role): {
+                "requests": r.requests,
+                "rows": r.rows,
+                "errors": r.errors,
+                "sum": r.latency_sum_ms,
+                "max": r.latency_max_ms,
+                "hist": list(r.latency_buckets),
+            }
+            for r in rows
+        }
+    assert got == expected

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import select
@@ -615,15 +616,6 @@ def add_feedback(
 # --- hourly aggregates, written by the prediction log after each flush ------------------------------------
 
 
-def _bucket(latency_ms: float) -> int:
-    from bridgehead.serving.runtime import LATENCY_BUCKETS_MS
-
-    for i, bound in enumerate(LATENCY_BUCKETS_MS):
-        if latency_ms <= bound:
-            return i
-    return len(LATENCY_BUCKETS_MS)
-
-
 def add_hours(session: Session, table: pa.Table) -> None:
     """Fold a prediction-log file's rows into the per-hour aggregates. A request's latency counts once (on its
     first row); rows and errors count per row."""
@@ -652,24 +644,39 @@ def add_hours(session: Session, table: pa.Table) -> None:
         }
     )
     group = ["endpoint", "hour", "model_name", "version", "role"]
+    # One latency per request, on its first row, in the histogram's buckets (a latency equal to a bound
+    # belongs to that bound's bucket). All sums are computed by Arrow, a few groups come out.
+    firsts = keyed.filter(keyed.column("first"))
+    bucket = np.searchsorted(
+        np.asarray(LATENCY_BUCKETS_MS), firsts.column("latency_ms").to_numpy(), side="left"
+    )
+    columns = {f"b{i}": (bucket == i).astype(np.int64) for i in range(len(LATENCY_BUCKETS_MS) + 1)}
+    for name, values in columns.items():
+        firsts = firsts.append_column(name, pa.array(values))
+    latencies = {
+        tuple(g[c] for c in group): g
+        for g in firsts.group_by(group, use_threads=False)
+        .aggregate(
+            [("latency_ms", "count"), ("latency_ms", "sum"), ("latency_ms", "max")]
+            + [(name, "sum") for name in columns]
+        )
+        .to_pylist()
+    }
     totals: dict[tuple[str, int, str, int, str], list[Any]] = {}
-    for g in keyed.group_by(group).aggregate([("error", "count"), ("error", "sum")]).to_pylist():
+    counts = keyed.group_by(group, use_threads=False).aggregate([("error", "count"), ("error", "sum")])
+    for g in counts.to_pylist():
         endpoint_id = ids.get(g["endpoint"])
         if endpoint_id is None:
             continue
-        key = (endpoint_id, g["hour"], g["model_name"], g["version"], g["role"])
-        totals[key] = [0, g["error_count"], g["error_sum"], 0.0, 0.0, [0] * (len(LATENCY_BUCKETS_MS) + 1)]
-    # One latency per request, on its first row: a handful of rows per flush, so plain Python.
-    firsts = keyed.filter(keyed.column("first")).select([*group, "latency_ms"])
-    for r in firsts.to_pylist():
-        endpoint_id = ids.get(r["endpoint"])
-        if endpoint_id is None:
-            continue
-        t = totals[(endpoint_id, r["hour"], r["model_name"], r["version"], r["role"])]
-        t[0] += 1
-        t[3] += r["latency_ms"]
-        t[4] = max(t[4], r["latency_ms"])
-        t[5][_bucket(r["latency_ms"])] += 1
+        lat = latencies.get(tuple(g[c] for c in group))
+        totals[(endpoint_id, g["hour"], g["model_name"], g["version"], g["role"])] = [
+            lat["latency_ms_count"] if lat else 0,
+            g["error_count"],
+            g["error_sum"],
+            lat["latency_ms_sum"] if lat else 0.0,
+            lat["latency_ms_max"] if lat else 0.0,
+            [lat[f"{name}_sum"] for name in columns] if lat else [0] * len(columns),
+        ]
     for (endpoint_id, hour, model, version, role), (reqs, rows, errs, lat, mx, hist) in totals.items():
         row = session.get(PredictionHour, (endpoint_id, hour, model, version, role))
         if row is None:
