@@ -736,3 +736,23 @@ def test_float_frames_from_the_parser_are_stacked_with_nan_as_missing(tmp_path: 
     assert table.column("inputs").type == pa.struct([("a", pa.float64()), ("b", pa.float64())])
     inputs = {r["request_id"]: r["inputs"] for r in table.to_pylist()}
     assert inputs == {"b0": {"a": 1.5, "b": 2.0}, "b1": {"a": None, "b": 4.0}, "b2": {"a": 5.0, "b": 6.5}}
+
+
+def test_rows_of_one_request_answered_by_two_models_keep_their_own_model(tmp_path: Path) -> None:
+    # A request split by an A/B policy: each row names the model and version that answered it.
+    log = PredictionLog(tmp_path)
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+    log.record(
+        [
+            batch(0, frame, model_names=["champion", "challenger", "champion"], versions=[3, 4, 3]),
+            batch(3, frame.iloc[:1]),
+        ]
+    )
+    assert log.flush() == 4
+    rows = {r["request_id"]: (r["model_name"], r["version"]) for r in read_all(tmp_path, "churn").to_pylist()}
+    assert rows == {
+        "b0": ("champion", 3),
+        "b1": ("challenger", 4),
+        "b2": ("champion", 3),
+        "b3": ("churn-model", 3),
+    }

@@ -363,13 +363,15 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
             pa.repeat(pa.scalar(first.endpoint, pa.string()), n)
             if all(b.endpoint == first.endpoint for b in batches)
             else spread([b.endpoint for b in batches], pa.string()),
-            pa.array(rows(lambda b: b.model_names), pa.string()),
+            _model_names(batches, spread, rows),
             pa.array(np.fromiter(itertools.chain.from_iterable(b.versions for b in batches), np.int32, n)),
             spread([b.role for b in batches], pa.string()),
             spread([b.ts_ms for b in batches], _TS),
             spread([float(b.latency_ms) for b in batches], pa.float64()),
             spread([b.status for b in batches], pa.string()),
-            pa.array(rows(lambda b: b.keys if b.keys is not None else [""] * len(b)), pa.string()),
+            pa.repeat(pa.scalar("", pa.string()), n)
+            if all(b.keys is None for b in batches)
+            else pa.array(rows(lambda b: b.keys if b.keys is not None else [""] * len(b)), pa.string()),
             pa.array((np.arange(n, dtype=np.int64) - np.repeat(starts, counts)).astype(np.int32)),
         ],
         schema=SCHEMA,
@@ -398,6 +400,18 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
         ]
         inputs = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return meta.append_column("inputs", _inputs_array(inputs, n)).append_column("outputs", outputs)
+
+
+def _model_names(
+    batches: Sequence[PredictionBatch],
+    spread: Callable[[list[Any], pa.DataType], pa.Array],
+    rows: Callable[[Callable[[PredictionBatch], Sequence[Any]]], list[Any]],
+) -> pa.Array:
+    """The model name of each row: one per request spread over its rows when each request was answered by one
+    model (the common case), else row by row."""
+    if all(not b.model_names or list(b.model_names).count(b.model_names[0]) == len(b) for b in batches):
+        return spread([b.model_names[0] if b.model_names else "" for b in batches], pa.string())
+    return pa.array(rows(lambda b: b.model_names), pa.string())
 
 
 def _predictions_array(predictions: Sequence[Any]) -> pa.Array:
