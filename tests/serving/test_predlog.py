@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -755,4 +756,32 @@ def test_rows_of_one_request_answered_by_two_models_keep_their_own_model(tmp_pat
         "b1": ("challenger", 4),
         "b2": ("champion", 3),
         "b3": ("churn-model", 3),
+    }
+
+
+def test_probabilities_handed_over_as_arrays_or_lists_are_stored_alike(tmp_path: Path) -> None:
+    # The inference path hands one array per request (rows x classes); other writers may hand lists.
+    log = PredictionLog(tmp_path)
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    log.record(
+        [
+            batch(0, frame, probabilities=np.array([[0.25, 0.75], [0.5, 0.5]])),
+            batch(2, frame, probabilities=np.array([[1.0, 0.0], [0.125, 0.875]])),
+        ]
+    )
+    log.record(
+        [
+            batch(4, frame.iloc[:1], probabilities=[[0.3, 0.7]]),
+            batch(5, frame.iloc[:1], probabilities=np.array([[0.6, 0.4]])),
+        ]
+    )
+    assert log.flush() == 6
+    got = {r["request_id"]: r["outputs"]["probabilities"] for r in read_all(tmp_path, "churn").to_pylist()}
+    assert got == {
+        "b0": [0.25, 0.75],
+        "b1": [0.5, 0.5],
+        "b2": [1.0, 0.0],
+        "b3": [0.125, 0.875],
+        "b4": [0.3, 0.7],
+        "b5": [0.6, 0.4],
     }

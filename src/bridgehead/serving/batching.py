@@ -105,6 +105,7 @@ class MicroBatcher:
                         result.predictions[start:end],
                         result.probabilities[start:end] if result.probabilities is not None else None,
                         result.classes,
+                        result.matrix[start:end] if result.matrix is not None else None,
                     )
                 )
             start = end

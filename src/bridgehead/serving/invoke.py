@@ -211,6 +211,7 @@ def _score_steps(
     classes: list[Any] | None = None
     versions = [0] * n
     used = sorted(set(chosen))
+    logged_probabilities: Any = None  # what the log keeps: one array when one version answered every row
     for route_index in used:
         loaded = loaded_routes[route_index]
         if len(used) == 1:
@@ -225,10 +226,15 @@ def _score_steps(
             predictions[at] = result.predictions[j]
             versions[at] = loaded.version
         if result.probabilities is not None:
-            if probabilities is None:
-                probabilities = [[] for _ in range(n)]
-            for j, at in enumerate(positions):
-                probabilities[at] = result.probabilities[j]
+            if len(used) == 1:
+                probabilities = result.probabilities
+                logged_probabilities = result.matrix if result.matrix is not None else probabilities
+            else:
+                if probabilities is None:
+                    probabilities = [[] for _ in range(n)]
+                for j, at in enumerate(positions):
+                    probabilities[at] = result.probabilities[j]
+                logged_probabilities = probabilities
             classes = result.classes
     latency_ms = (time.perf_counter() - started) * 1000
     ids = [request_id] if n == 1 else [f"{request_id}.{i}" for i in range(n)]
@@ -247,7 +253,7 @@ def _score_steps(
                     latency_ms=latency_ms,
                     inputs=frame,
                     predictions=predictions,
-                    probabilities=probabilities,
+                    probabilities=logged_probabilities,
                     keys=[str(k) if k is not None else "" for k in keys] if keys is not None else None,
                 )
             ]

@@ -382,7 +382,7 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
         fields.append(_predictions_array(rows(lambda b: b.predictions or [])))
         names.append("prediction")
     if first.probabilities is not None:
-        fields.append(pa.array(rows(lambda b: b.probabilities or []), pa.list_(pa.float64())))
+        fields.append(_probabilities_array(batches, rows))
         names.append("probabilities")
     if first.error is not None:
         fields.append(spread([b.error for b in batches], pa.string()))
@@ -400,6 +400,29 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
         ]
         inputs = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return meta.append_column("inputs", _inputs_array(inputs, n)).append_column("outputs", outputs)
+
+
+def _probabilities_array(
+    batches: Sequence[PredictionBatch],
+    rows: Callable[[Callable[[PredictionBatch], Sequence[Any]]], list[Any]],
+) -> pa.Array:
+    """Class probabilities, a list per row: from the requests' arrays in one step when every request handed
+    over an array of the same width (the inference path does), else row by row."""
+    arrays = [b.probabilities for b in batches]
+    if all(isinstance(a, np.ndarray) and a.ndim == 2 for a in arrays):
+        widths = {a.shape[1] for a in arrays}  # type: ignore[union-attr]
+        if len(widths) == 1:
+            values = np.concatenate(arrays).astype(np.float64, copy=False)  # type: ignore[arg-type]
+            width = widths.pop()
+            offsets = (
+                np.arange(0, values.size + 1, width, dtype=np.int32)
+                if width
+                else np.zeros(len(values) + 1, np.int32)
+            )
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.ravel()))
+    return pa.array(
+        rows(lambda b: b.probabilities if b.probabilities is not None else []), pa.list_(pa.float64())
+    )
 
 
 def _model_names(

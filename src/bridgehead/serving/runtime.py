@@ -55,6 +55,9 @@ class Prediction:
     predictions: list[Any]
     probabilities: list[list[float]] | None
     classes: list[Any] | None
+    # The probabilities as one float array (rows x classes), for the prediction log: one array instead of a
+    # list per row to keep and convert.
+    matrix: np.ndarray[Any, np.dtype[np.float64]] | None = None
 
 
 def _plain(value: Any) -> Any:
@@ -193,8 +196,8 @@ class ModelRuntime:
                 details={"model": loaded.model_name, "version": loaded.version},
             ) from exc
         predictions = [_plain(v) for v in np.asarray(raw).reshape(len(frame), -1)[:, 0].tolist()]
-        probabilities = None
+        probabilities = matrix = None
         if proba is not None:
-            matrix = np.asarray(proba, dtype=float).reshape(len(frame), -1)
+            matrix = np.asarray(proba, dtype=np.float64).reshape(len(frame), -1)
             probabilities = matrix.tolist()
-        return Prediction(predictions, probabilities, loaded.classes)
+        return Prediction(predictions, probabilities, loaded.classes, matrix)
