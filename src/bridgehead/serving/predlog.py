@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -165,6 +165,9 @@ class PredictionRecord:
     key: str = ""
     # The row's index in its request (a request's first row is 0; requests are counted by it).
     row: int = 0
+
+    def __len__(self) -> int:  # rows, as for a batch
+        return 1
 
     def __post_init__(self) -> None:
         validate_endpoint(self.endpoint)
@@ -320,8 +323,6 @@ def _inputs_array(frame: pd.DataFrame, rows: int) -> pa.Array:
     columns = [str(c) for c in frame.columns]
     if not columns:
         return pa.StructArray.from_arrays([pa.nulls(rows, pa.null())], names=["_"])
-    if len(frame) != rows:
-        raise ValueError(f"inputs have {len(frame)} rows for {rows} ids")
     batch = pa.RecordBatch.from_pandas(frame, preserve_index=False)
     # pandas 3 hands strings over as large_string; the log keeps one string type, so files unify.
     arrays = [
@@ -356,6 +357,9 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
         return list(itertools.chain.from_iterable(column(b) for b in batches))
 
     first = batches[0]
+    # One model name per request (the common case) is spread over its rows; a request split between models
+    # (an A/B policy) names one per row.
+    one_model = all(not b.model_names or b.model_names.count(b.model_names[0]) == len(b) for b in batches)
     starts = np.cumsum(counts) - counts
     meta = pa.Table.from_arrays(
         [
@@ -363,7 +367,9 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
             pa.repeat(pa.scalar(first.endpoint, pa.string()), n)
             if all(b.endpoint == first.endpoint for b in batches)
             else spread([b.endpoint for b in batches], pa.string()),
-            _model_names(batches, spread, rows),
+            spread([b.model_names[0] if b.model_names else "" for b in batches], pa.string())
+            if one_model
+            else pa.array(rows(lambda b: b.model_names), pa.string()),
             pa.array(np.fromiter(itertools.chain.from_iterable(b.versions for b in batches), np.int32, n)),
             spread([b.role for b in batches], pa.string()),
             spread([b.ts_ms for b in batches], _TS),
@@ -382,7 +388,12 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
         fields.append(_predictions_array(rows(lambda b: b.predictions or [])))
         names.append("prediction")
     if first.probabilities is not None:
-        fields.append(_probabilities_array(batches, rows))
+        stacked = _stacked_probabilities(batches)
+        fields.append(
+            stacked
+            if stacked is not None
+            else pa.array(rows(lambda b: b.probabilities or []), pa.list_(pa.float64()))
+        )
         names.append("probabilities")
     if first.error is not None:
         fields.append(spread([b.error for b in batches], pa.string()))
@@ -402,39 +413,31 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
     return meta.append_column("inputs", _inputs_array(inputs, n)).append_column("outputs", outputs)
 
 
-def _probabilities_array(
-    batches: Sequence[PredictionBatch],
-    rows: Callable[[Callable[[PredictionBatch], Sequence[Any]]], list[Any]],
-) -> pa.Array:
-    """Class probabilities, a list per row: from the requests' arrays in one step when every request handed
-    over an array of the same width (the inference path does), else row by row."""
+def _stacked_probabilities(batches: Sequence[PredictionBatch]) -> pa.Array | None:
+    """Class probabilities, a list per row, from the requests' arrays in one step when every request handed
+    over an array of the same width (the inference path does); None otherwise (then they go row by row)."""
     arrays = [b.probabilities for b in batches]
-    if all(isinstance(a, np.ndarray) and a.ndim == 2 for a in arrays):
-        widths = {a.shape[1] for a in arrays}  # type: ignore[union-attr]
-        if len(widths) == 1:
-            values = np.concatenate(arrays).astype(np.float64, copy=False)  # type: ignore[arg-type]
-            width = widths.pop()
-            offsets = (
-                np.arange(0, values.size + 1, width, dtype=np.int32)
-                if width
-                else np.zeros(len(values) + 1, np.int32)
-            )
-            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.ravel()))
-    return pa.array(
-        rows(lambda b: b.probabilities if b.probabilities is not None else []), pa.list_(pa.float64())
-    )
+    if not all(isinstance(a, np.ndarray) and a.ndim == 2 for a in arrays):
+        return None
+    matrices = cast(list[np.ndarray[Any, Any]], arrays)
+    if len({m.shape[1] for m in matrices}) != 1:
+        return None
+    values = np.concatenate(matrices).astype(np.float64, copy=False)
+    offsets = np.arange(len(values) + 1, dtype=np.int32) * values.shape[1]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.ravel()))
 
 
-def _model_names(
-    batches: Sequence[PredictionBatch],
-    spread: Callable[[list[Any], pa.DataType], pa.Array],
-    rows: Callable[[Callable[[PredictionBatch], Sequence[Any]]], list[Any]],
-) -> pa.Array:
-    """The model name of each row: one per request spread over its rows when each request was answered by one
-    model (the common case), else row by row."""
-    if all(not b.model_names or list(b.model_names).count(b.model_names[0]) == len(b) for b in batches):
-        return spread([b.model_names[0] if b.model_names else "" for b in batches], pa.string())
-    return pa.array(rows(lambda b: b.model_names), pa.string())
+def _first_id(item: _Item) -> str:
+    if isinstance(item, PredictionRecord):
+        return item.request_id
+    return item.ids[0] if len(item) else ""
+
+
+def _table(group: Sequence[_Item]) -> pa.Table:
+    """A group of `_encode`: records, or batches of one shape."""
+    if isinstance(group[0], PredictionRecord):
+        return _records_table(cast(Sequence[PredictionRecord], group))
+    return _batches_table(cast(Sequence[PredictionBatch], group))
 
 
 def _predictions_array(predictions: Sequence[Any]) -> pa.Array:
@@ -620,7 +623,7 @@ class PredictionLog:
         # Past the capacity (writes failing), the oldest rows go first; a batch goes whole. Under the lock.
         while self._rows > self._capacity and self._buffer:
             gone = self._buffer.popleft()
-            n = len(gone) if isinstance(gone, PredictionBatch) else 1
+            n = len(gone)
             self._rows -= n
             self._dropped += n
 
@@ -713,33 +716,27 @@ class PredictionLog:
         record's inputs/outputs were not JSON objects); each rejected record or batch is logged."""
         tables: list[pa.Table] = []
         rejected = 0
-        records = [r for r in items if isinstance(r, PredictionRecord)]
+        groups: list[list[_Item]] = []
+        records: list[_Item] = [r for r in items if isinstance(r, PredictionRecord)]
         if records:
-            try:
-                tables.append(_records_table(records))
-            except _ENCODE_ERRORS:
-                for r in records:
-                    try:
-                        tables.append(_records_table([r]))
-                    except _ENCODE_ERRORS as exc:
-                        rejected += 1
-                        self._reject(r.request_id, r.endpoint, 1, exc)
-        shapes: dict[tuple[Any, ...], list[PredictionBatch]] = {}
+            groups.append(records)
+        shapes: dict[tuple[Any, ...], list[_Item]] = {}
         for b in items:
             if isinstance(b, PredictionBatch):
                 shapes.setdefault(_shape(b), []).append(b)
-        for group in shapes.values():
+        groups.extend(shapes.values())
+        for group in groups:
             try:
-                tables.append(_batches_table(group))
+                tables.append(_table(group))
             except _ENCODE_ERRORS:
-                # One request's values (or types that do not mix) spoil the group: each on its own, so only
-                # that request is rejected.
-                for b in group:
+                # One record's or request's values (or types that do not mix) spoil the group: each on its
+                # own, so only that one is rejected.
+                for item in group:
                     try:
-                        tables.append(_batches_table([b]))
+                        tables.append(_table([item]))
                     except _ENCODE_ERRORS as exc:
-                        rejected += len(b)
-                        self._reject(b.ids[0] if len(b) else "", b.endpoint, len(b), exc)
+                        rejected += len(item)
+                        self._reject(_first_id(item), item.endpoint, len(item), exc)
         return (_concat(_by_schema(tables)) if tables else []), rejected
 
     def _reject(self, request_id: str, endpoint: str, rows: int, exc: BaseException) -> None:
@@ -754,7 +751,7 @@ class PredictionLog:
                 return
             # Failed rows are older than anything recorded during the flush: they go first, and go first if
             # the capacity forces a drop.
-            rows = sum(len(r) if isinstance(r, PredictionBatch) else 1 for r in items)
+            rows = sum(len(r) for r in items)
             self._buffer.extendleft(reversed(items))
             self._rows += rows
             self._trim()
