@@ -32,6 +32,7 @@ from bridgehead.serving.predlog import (
     partition_dir,
     read_log,
     recent,
+    row_ids,
 )
 
 HOUR = 3_600_000
@@ -141,7 +142,7 @@ def test_records_are_written_and_read_back_exactly_in_hour_partitions(tmp_path: 
         assert pa.schema(list(schema)[: len(SCHEMA)]).equals(SCHEMA)
         assert schema.names[len(SCHEMA) :] == ["inputs", "outputs"]
         assert pa.types.is_struct(schema.field("inputs").type)
-        assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+        assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "SNAPPY"
     assert (
         partition_dir(tmp_path, "churn", T0 + HOUR + 5) == tmp_path / "endpoint=churn/date=2024-05-06/hour=11"
     )
@@ -785,3 +786,56 @@ def test_probabilities_handed_over_as_arrays_or_lists_are_stored_alike(tmp_path:
         "b4": [0.3, 0.7],
         "b5": [0.6, 0.4],
     }
+
+
+def test_requests_handed_over_by_request_id_with_one_model_name_their_rows_as_the_answer_does(
+    tmp_path: Path,
+) -> None:
+    # The inference path hands over a request's id, model and version once; the file must name each row as the
+    # answer did (`row_ids`) and give every row the model and version, also when such requests share a flush
+    # with requests that list theirs row by row.
+    from bridgehead.serving.protocols import parse_body
+
+    def body(values: list[float]) -> pd.DataFrame:
+        records = ",".join(f'{{"a": {v}, "b": {v * 2}}}' for v in values)
+        return parse_body("application/json", f'{{"records": [{records}]}}'.encode(), "native", None).frame
+
+    def compact(
+        request_id: str, values: list[float], model: str = "champion", version: int = 7
+    ) -> PredictionBatch:
+        return batch(0, body(values), ids=request_id, model_names=model, versions=version)
+
+    log = PredictionLog(tmp_path)
+    # Each flush takes another way of naming rows: all of many rows, all single rows, a mix, and with a
+    # request that lists its own.
+    flushes = [
+        [compact("req-a", [1.0, 2.0, 3.0]), compact("req-c", [5.0, 6.0], "challenger", 8)],
+        [compact("req-b", [4.0])],
+        [compact("req-e", [11.0]), compact("req-f", [12.0, 13.0])],
+        [compact("req-d", [7.0, 8.0]), batch(10, body([9.0, 10.0]))],
+    ]
+    for items in flushes:
+        log.record(items)
+        assert log.flush() == sum(len(b) for b in items)
+    table = read_all(tmp_path, "churn")
+    got = {
+        r["request_id"]: (r["row"], r["model_name"], r["version"], r["inputs"]["a"])
+        for r in table.to_pylist()
+    }
+    assert row_ids("req-a", 3) == ["req-a.0", "req-a.1", "req-a.2"] and row_ids("req-b", 1) == ["req-b"]
+    assert got == {
+        "req-a.0": (0, "champion", 7, 1.0),
+        "req-a.1": (1, "champion", 7, 2.0),
+        "req-a.2": (2, "champion", 7, 3.0),
+        "req-b": (0, "champion", 7, 4.0),
+        "req-c.0": (0, "challenger", 8, 5.0),
+        "req-c.1": (1, "challenger", 8, 6.0),
+        "req-d.0": (0, "champion", 7, 7.0),
+        "req-d.1": (1, "champion", 7, 8.0),
+        "b10": (0, "churn-model", 3, 9.0),
+        "b11": (1, "churn-model", 3, 10.0),
+        "req-e": (0, "champion", 7, 11.0),
+        "req-f.0": (0, "champion", 7, 12.0),
+        "req-f.1": (1, "champion", 7, 13.0),
+    }
+    assert table.column("version").type == pa.int32()

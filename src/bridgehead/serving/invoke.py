@@ -29,7 +29,7 @@ from bridgehead.logs import current_request_id
 from bridgehead.serving import protocols, service
 from bridgehead.serving.batching import MicroBatcher
 from bridgehead.serving.metrics import InferenceMetrics
-from bridgehead.serving.predlog import PredictionBatch, PredictionLog
+from bridgehead.serving.predlog import PredictionBatch, PredictionLog, row_ids
 from bridgehead.serving.routing import assign_many
 from bridgehead.serving.runtime import LoadedModel, ModelRuntime, Prediction
 from bridgehead.serving.schemas import FeedbackIn, FeedbackOut, PredictOut
@@ -237,17 +237,19 @@ def _score_steps(
                 logged_probabilities = probabilities
             classes = result.classes
     latency_ms = (time.perf_counter() - started) * 1000
-    ids = [request_id] if n == 1 else [f"{request_id}.{i}" for i in range(n)]
+    ids = row_ids(request_id, n)
     if not request.app.state.settings.prediction_log_disabled:
+        # One version answered every row (the common case): the log keeps the request id, model and version
+        # once, not a hundred strings a request until the flush.
         _predlog(request).record(
             [
                 PredictionBatch(
-                    ids=ids,
+                    ids=request_id,
                     endpoint=target.name,
                     model_names=[loaded_routes[c].model_name for c in chosen]
                     if len(used) > 1
-                    else [loaded_routes[used[0]].model_name] * n,
-                    versions=versions,
+                    else loaded_routes[used[0]].model_name,
+                    versions=versions if len(used) > 1 else versions[0],
                     role="primary",
                     ts_ms=received_ms,
                     latency_ms=latency_ms,
@@ -260,7 +262,7 @@ def _score_steps(
         )
         if shadows:
             background.add_task(
-                _run_shadows, _predlog(request), runtime, shadows, frame, ids, target.name, received_ms
+                _run_shadows, _predlog(request), runtime, shadows, frame, request_id, target.name, received_ms
             )
     distinct = sorted(set(versions))
     _metrics(request).observe(
@@ -340,12 +342,11 @@ def _run_shadows(
     runtime: ModelRuntime,
     shadows: list[LoadedModel],
     frame: pd.DataFrame,
-    ids: list[str],
+    request_id: str,
     endpoint: str,
     received_ms: int,
 ) -> None:
     """Score the copy with each shadow and log it; a failing shadow is logged as errors, never raised."""
-    n = len(frame)
     for loaded in shadows:
         started = time.perf_counter()
         predictions: list[Any] | None = None
@@ -363,10 +364,10 @@ def _run_shadows(
         predlog.record(
             [
                 PredictionBatch(
-                    ids=ids,
+                    ids=request_id,
                     endpoint=endpoint,
-                    model_names=[loaded.model_name] * n,
-                    versions=[loaded.version] * n,
+                    model_names=loaded.model_name,
+                    versions=loaded.version,
                     role="shadow",
                     ts_ms=received_ms,
                     latency_ms=(time.perf_counter() - started) * 1000,

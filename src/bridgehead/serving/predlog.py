@@ -83,6 +83,7 @@ __all__ = [
     "partition_dir",
     "read_log",
     "recent",
+    "row_ids",
     "validate_endpoint",
 ]
 
@@ -116,6 +117,9 @@ COLUMNS = (*SCHEMA.names, "inputs", "outputs")
 # Dictionary encoding only where values repeat: tried on model inputs (mostly distinct numbers) it costs three
 # quarters of the write time and makes the file larger.
 _DICTIONARY_COLUMNS = ["endpoint", "model_name", "role", "status", "key"]
+# Snappy: on a flush of model inputs and probabilities (mostly distinct floats) zstd took twice as long for files
+# a tenth smaller; the log is written all day, on the serving machine.
+_COMPRESSION = "snappy"
 
 _HOUR_MS = 3_600_000
 _DAY_MS = 24 * _HOUR_MS
@@ -230,10 +234,13 @@ class PredictionBatch:
     path), so only cheap checks run here; the endpoint name was checked when the endpoint was created.
     """
 
-    ids: Sequence[str]
+    # One id per row; or the request id alone, and the rows are named by `row_ids` (the inference path: a
+    # request's rows need not be kept as a hundred strings until the flush).
+    ids: Sequence[str] | str
     endpoint: str
-    model_names: Sequence[str]
-    versions: Sequence[int]
+    # One per row; or one for every row (a request one version answered, the common case).
+    model_names: Sequence[str] | str
+    versions: Sequence[int] | int
     role: str
     ts_ms: int
     latency_ms: float
@@ -256,11 +263,11 @@ class PredictionBatch:
             raise ValidationFailed(
                 "prediction batch: unknown role or status", details={"role": self.role, "status": self.status}
             )
-        n = len(self.ids)
+        n = len(self.inputs)
         if (
-            len(self.inputs) != n
-            or len(self.model_names) != n
-            or len(self.versions) != n
+            (not isinstance(self.ids, str) and len(self.ids) != n)
+            or (not isinstance(self.model_names, str) and len(self.model_names) != n)
+            or (not isinstance(self.versions, int) and len(self.versions) != n)
             or (self.predictions is not None and len(self.predictions) != n)
             or (self.probabilities is not None and len(self.probabilities) != n)
             or (self.keys is not None and len(self.keys) != n)
@@ -268,7 +275,13 @@ class PredictionBatch:
             raise ValidationFailed("prediction batch: every column needs one value per row")
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.inputs)
+
+
+def row_ids(request_id: str, rows: int) -> list[str]:
+    """The ids of a request's rows: the request id for a single row, ``<request id>.<row>`` otherwise (the
+    ids an answer lists, and feedback refers to)."""
+    return [request_id] if rows == 1 else [f"{request_id}.{i}" for i in range(rows)]
 
 
 _Item = PredictionRecord | PredictionBatch
@@ -349,6 +362,8 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
     n = int(counts.sum())
     # Row i of the table belongs to batch owner[i]; per-batch values are spread over their rows with `take`.
     owner = pa.array(np.repeat(np.arange(len(batches), dtype=np.int64), counts))
+    starts = np.cumsum(counts) - counts
+    row = pa.array((np.arange(n, dtype=np.int64) - np.repeat(starts, counts)).astype(np.int32))
 
     def spread(values: list[Any], type_: pa.DataType) -> pa.Array:
         return pa.array(values, type_).take(owner)
@@ -356,21 +371,31 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
     def rows(column: Callable[[PredictionBatch], Sequence[Any]]) -> list[Any]:
         return list(itertools.chain.from_iterable(column(b) for b in batches))
 
+    def per_row(
+        column: Callable[[PredictionBatch], Sequence[Any] | Any], one: type, type_: pa.DataType
+    ) -> pa.Array:
+        # A batch gives one value for all its rows, or one per row; one per batch is spread (the cheap case).
+        values = [column(b) for b in batches]
+        if all(isinstance(v, one) for v in values):
+            return spread(values, type_)
+        return pa.array(
+            list(
+                itertools.chain.from_iterable(
+                    [v] * len(b) if isinstance(v, one) else v for v, b in zip(values, batches, strict=True)
+                )
+            ),
+            type_,
+        )
+
     first = batches[0]
-    # One model name per request (the common case) is spread over its rows; a request split between models
-    # (an A/B policy) names one per row.
-    one_model = all(not b.model_names or b.model_names.count(b.model_names[0]) == len(b) for b in batches)
-    starts = np.cumsum(counts) - counts
     meta = pa.Table.from_arrays(
         [
-            pa.array(rows(lambda b: b.ids), pa.string()),
+            _ids_array(batches, counts, spread, row),
             pa.repeat(pa.scalar(first.endpoint, pa.string()), n)
             if all(b.endpoint == first.endpoint for b in batches)
             else spread([b.endpoint for b in batches], pa.string()),
-            spread([b.model_names[0] if b.model_names else "" for b in batches], pa.string())
-            if one_model
-            else pa.array(rows(lambda b: b.model_names), pa.string()),
-            pa.array(np.fromiter(itertools.chain.from_iterable(b.versions for b in batches), np.int32, n)),
+            per_row(lambda b: b.model_names, str, pa.string()),
+            per_row(lambda b: b.versions, int, pa.int32()),
             spread([b.role for b in batches], pa.string()),
             spread([b.ts_ms for b in batches], _TS),
             spread([float(b.latency_ms) for b in batches], pa.float64()),
@@ -378,7 +403,7 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
             pa.repeat(pa.scalar("", pa.string()), n)
             if all(b.keys is None for b in batches)
             else pa.array(rows(lambda b: b.keys if b.keys is not None else [""] * len(b)), pa.string()),
-            pa.array((np.arange(n, dtype=np.int64) - np.repeat(starts, counts)).astype(np.int32)),
+            row,
         ],
         schema=SCHEMA,
     )
@@ -401,16 +426,55 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
     if not fields:
         fields, names = [pa.nulls(n, pa.null())], ["_"]
     outputs = pa.StructArray.from_arrays(fields, names=names)
+    return meta.append_column("inputs", _batches_inputs(batches, n)).append_column("outputs", outputs)
+
+
+def _ids_array(
+    batches: Sequence[PredictionBatch],
+    counts: np.ndarray[Any, Any],
+    spread: Callable[[list[Any], pa.DataType], pa.Array],
+    row: pa.Array,
+) -> pa.Array:
+    """Each row's id: as given, or (a batch that gave its request id) named by `row_ids`, built by Arrow."""
+    if not all(isinstance(b.ids, str) for b in batches):
+        return pa.array(
+            list(
+                itertools.chain.from_iterable(
+                    row_ids(b.ids, len(b)) if isinstance(b.ids, str) else b.ids for b in batches
+                )
+            ),
+            pa.string(),
+        )
+    request = spread([b.ids for b in batches], pa.string())
+    single = counts == 1
+    if bool(single.all()):
+        return request
+    named = pc.binary_join_element_wise(request, pc.cast(row, pa.string()), ".")
+    return named if not single.any() else pc.if_else(pa.array(np.repeat(single, counts)), request, named)
+
+
+def _float_array(values: np.ndarray[Any, np.dtype[np.float64]]) -> pa.Array:
+    """A float column as Arrow, NaN as missing (as pandas-to-Arrow stores it); without NaN, no copy."""
+    missing = np.isnan(values)
+    return pa.array(values, pa.float64(), mask=missing) if missing.any() else pa.array(values, pa.float64())
+
+
+def _batches_inputs(batches: Sequence[PredictionBatch], n: int) -> pa.Array:
+    """The model inputs of batches of one shape as one struct column (one typed field per input)."""
     parts = [b.inputs for b in batches]
-    if all(isinstance(p, FloatInputs) for p in parts):  # the common case: stacking arrays is much cheaper
-        values = parts[0].values if len(parts) == 1 else np.concatenate([p.values for p in parts])
-        inputs = pd.DataFrame(values, columns=parts[0].columns, copy=False)
-    else:
-        frames = [
-            p if isinstance(p, pd.DataFrame) else pd.DataFrame(p.values, columns=p.columns) for p in parts
-        ]
-        inputs = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    return meta.append_column("inputs", _inputs_array(inputs, n)).append_column("outputs", outputs)
+    if all(isinstance(p, FloatInputs) for p in parts):
+        # The common case, without pandas (whose conversion starts a thread pool per call): the requests'
+        # arrays stacked column by column in one copy, then each column handed to Arrow as it is.
+        floats = cast(list[FloatInputs], parts)
+        names = [str(c) for c in floats[0].columns]
+        if not names:
+            return pa.StructArray.from_arrays([pa.nulls(n, pa.null())], names=["_"])
+        # Written into a row-major array, so that each column is contiguous (numpy would keep the inputs' order).
+        by_column = np.empty((len(names), n), np.float64)
+        np.concatenate([p.values.T for p in floats], axis=1, out=by_column)
+        return pa.StructArray.from_arrays([_float_array(column) for column in by_column], names=names)
+    frames = [p if isinstance(p, pd.DataFrame) else pd.DataFrame(p.values, columns=p.columns) for p in parts]
+    return _inputs_array(frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True), n)
 
 
 def _stacked_probabilities(batches: Sequence[PredictionBatch]) -> pa.Array | None:
@@ -430,6 +494,8 @@ def _stacked_probabilities(batches: Sequence[PredictionBatch]) -> pa.Array | Non
 def _first_id(item: _Item) -> str:
     if isinstance(item, PredictionRecord):
         return item.request_id
+    if isinstance(item.ids, str):
+        return item.ids
     return item.ids[0] if len(item) else ""
 
 
@@ -505,7 +571,7 @@ def _write_atomic(table: pa.Table, directory: Path) -> Path:
     tmp = directory / f"{name}.tmp"
     try:
         with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS)
+            pq.write_table(table, fh, compression=_COMPRESSION, use_dictionary=_DICTIONARY_COLUMNS)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
