@@ -73,8 +73,8 @@ HERE = Path(__file__).resolve().parent
 NAIVE_APP = HERE / "serving_naive_app.py"
 STARTED = time.monotonic()
 
-FULL = {"trees": 100, "clients": 8, "seconds": 20.0, "warmup": 1.0, "ceiling_seconds": 5.0}
-QUICK = {"trees": 20, "clients": 2, "seconds": 3.0, "warmup": 0.5, "ceiling_seconds": 0.5}
+FULL = {"trees": 100, "clients": 8, "seconds": 20.0, "warmup": 1.0, "ceiling_seconds": 5.0, "segments": 4}
+QUICK = {"trees": 20, "clients": 2, "seconds": 3.0, "warmup": 0.5, "ceiling_seconds": 0.5, "segments": 2}
 DEPTH = 3
 FEATURES = 20
 SIZES = (1, 100)
@@ -305,42 +305,66 @@ def prime(load: Load, what: str) -> float:
     return elapsed
 
 
-def drive(load: Load, clients: int, warmup: float, seconds: float, what: str) -> dict[str, Any]:
-    """``clients`` processes against one target for ``warmup`` + ``seconds``; the figures of the measured part."""
+def run_load(
+    load: Load, clients: int, warmup: float, seconds: float, what: str, pid: int | None = None
+) -> dict[str, Any]:
+    """``clients`` processes against one target for ``warmup`` + ``seconds``: the raw figures of the measured
+    part (latencies as a list), to be summarised by `summarise`, alone or with other segments of the same load.
+    With the server's ``pid``, also its CPU time over the load after the priming request (which may load the
+    model), in ``cpu_s``, for the ``answered - 1`` requests of that time."""
     first = prime(load, what)
     if first > 0.5:
         log(f"  [{what}] the first request took {first:.1f} s (loading the model)")
+    cpu_before = None if pid is None else cpu_seconds(pid)
     context = multiprocessing.get_context("fork")
     start = time.monotonic() + 0.3  # after the processes are up
     measure_from = start + warmup
     end = measure_from + seconds
     with context.Pool(clients) as pool:
         parts = pool.starmap(_client, [(load, n, start, measure_from, end) for n in range(clients)])
+    cpu_after = None if pid is None else cpu_seconds(pid)
     latencies: list[float] = []
     for part in parts:
         values = array.array("d")
         values.frombytes(part["latencies"])
         latencies.extend(values)
-    errors = sum(p["errors"] for p in parts)
-    result: dict[str, Any] = {
+    return {
+        "cpu_s": None if cpu_before is None or cpu_after is None else cpu_after - cpu_before,
         # The first, priming request counts as sent and answered (the prediction log has it too).
         "sent": 1 + sum(p["sent"] for p in parts),
         "answered": 1 + sum(p["answered"] for p in parts),
+        "errors": sum(p["errors"] for p in parts),
+        "problems": [problem for p in parts for problem in p["problems"]],
+        "latencies": latencies,
+        "seconds": seconds,
+    }
+
+
+def summarise(segments: list[dict[str, Any]], rows: int, what: str) -> dict[str, Any]:
+    """The figures of one target and request size over its measured segments: throughput over their summed
+    time, percentiles over all their latencies."""
+    latencies = sorted(x for segment in segments for x in segment["latencies"])
+    seconds = sum(segment["seconds"] for segment in segments)
+    errors = sum(segment["errors"] for segment in segments)
+    result: dict[str, Any] = {
+        "sent": sum(segment["sent"] for segment in segments),
+        "answered": sum(segment["answered"] for segment in segments),
         "errors": errors,
         "measured_requests": len(latencies),
-        "rows": load.rows,
+        "rows": rows,
     }
+    if len(segments) > 1:
+        result["segments"] = len(segments)
     if errors:
-        problems = [problem for p in parts for problem in p["problems"]]
+        problems = [problem for segment in segments for problem in segment["problems"]]
         log(f"  [{what}] {errors} errors; first: " + " | ".join(problems[:5]))
         result["problems"] = problems[:10]
     if not latencies:
         raise SystemExit(f"{what}: no request was answered during the measurement")
-    latencies.sort()
     rps = len(latencies) / seconds
     result.update(
         rps=round(rps, 1),
-        rows_per_s=round(rps * load.rows, 1),
+        rows_per_s=round(rps * rows, 1),
         p50_ms=round(_quantile(latencies, 0.50) * 1000, 2),
         p99_ms=round(_quantile(latencies, 0.99) * 1000, 2),
         mean_ms=round(sum(latencies) / len(latencies) * 1000, 2),
@@ -350,6 +374,21 @@ def drive(load: Load, clients: int, warmup: float, seconds: float, what: str) ->
         f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, {errors} errors"
     )
     return result
+
+
+def drive(load: Load, clients: int, warmup: float, seconds: float, what: str) -> dict[str, Any]:
+    """``clients`` processes against one target for ``warmup`` + ``seconds``; the figures of the measured part."""
+    return summarise([run_load(load, clients, warmup, seconds, what)], load.rows, what)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads) so far, from /proc; None where there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the client's ceiling: a do-nothing server with canned answers -----------------------------------
@@ -511,8 +550,8 @@ def bridgehead_token(executable: str, home: Path) -> str:
 
 
 @contextlib.contextmanager
-def bridgehead_server(executable: str, home: Path, log_disabled: bool) -> Iterator[tuple[int, Any]]:
-    """Start ``bridgehead server``; yields its port and a function that waits until it answers."""
+def bridgehead_server(executable: str, home: Path, log_disabled: bool) -> Iterator[tuple[int, Any, int]]:
+    """Start ``bridgehead server``; yields its port, a function that waits until it answers, and its pid."""
     port = free_port()
     logfile = home / f"server-{'log-off' if log_disabled else 'log-on'}.log"
     command = [executable, "server", "--host", "127.0.0.1", "--port", str(port)]
@@ -524,7 +563,7 @@ def bridgehead_server(executable: str, home: Path, log_disabled: bool) -> Iterat
         def wait() -> None:
             wait_until_up(proc, f"http://127.0.0.1:{port}/healthz", "bridgehead server", 90, logfile)
 
-        yield port, wait
+        yield port, wait, proc.pid
 
 
 def has_log_switch(python: str) -> bool:
@@ -550,8 +589,8 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def figure(results: dict[str, dict[int, dict[str, Any]]], target: str, size: int, key: str) -> float | None:
-    entry = results.get(target, {}).get(size)
-    return None if entry is None else float(entry[key])
+    value = results.get(target, {}).get(size, {}).get(key)
+    return None if value is None else float(value)
 
 
 def report(
@@ -630,12 +669,29 @@ def report(
     else:
         parts = ", ".join(f"{s} row(s): {v:.1%}" for s, v in overhead_by_size.items() if v is not None)
         print(f"  (log overhead by request size: {parts}; the larger one is judged)")
+    cpu_by_size = {
+        str(size): (
+            figure(results, bh, size, "cpu_ms_per_request"),
+            figure(results, off, size, "cpu_ms_per_request"),
+        )
+        for size in SIZES
+    }
+    if all(on is not None and gone is not None for on, gone in cpu_by_size.values()):
+        shown = ", ".join(
+            f"{s} row(s): {on * 1000:.0f} / {gone * 1000:.0f} µs" for s, (on, gone) in cpu_by_size.items()
+        )
+        print(f"  (server CPU per request, log on / off: {shown})")
     for key, number in summary.items():
         summary[key] = None if number is None else round(number, 3)
     summary.update(
         mode="quick" if args.quick else "full",
         met=met,
         log_overhead_by_size={k: None if v is None else round(v, 3) for k, v in overhead_by_size.items()},
+        # The log's cost in the server's CPU time per request (all threads), a fraction, by request size.
+        log_cpu_overhead_by_size={
+            k: None if on is None or gone is None else round(on / gone - 1, 3)
+            for k, (on, gone) in cpu_by_size.items()
+        },
         config={**sizes, "depth": DEPTH, "features": FEATURES, "request_rows": list(SIZES)},
         results={key: {str(size): r for size, r in per.items()} for key, per in results.items()},
         errors=sum(r["errors"] for per in results.values() for r in per.values()),
@@ -675,6 +731,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, help="client processes (default 8; quick 2)")
     parser.add_argument("--seconds", type=float, help="measured seconds per target and size (default 20)")
     parser.add_argument("--trees", type=int, help="trees in the model (default 100; quick 20)")
+    parser.add_argument(
+        "--segments",
+        type=int,
+        help="turns the log-on and log-off servers take per request size (default 4; quick 2)",
+    )
     parser.add_argument("--peer-venv", type=Path, default=HERE / ".venv-mlflow", help="venv of MLflow")
     parser.add_argument("--mlflow-version", default=MLFLOW_VERSION)
     parser.add_argument("--bridgehead", help="the bridgehead executable (default: next to this Python)")
@@ -691,6 +752,10 @@ def main() -> None:
         sizes["seconds"] = args.seconds
     if args.trees is not None:
         sizes["trees"] = args.trees
+    if args.segments is not None:
+        if args.segments < 1:
+            parser.error("--segments must be at least 1")
+        sizes["segments"] = args.segments
     with_peer = not args.no_peer and (args.with_peer or not args.quick)
     clients, warmup, seconds = sizes["clients"], sizes["warmup"], sizes["seconds"]
     settle = 0.1 if args.quick else 1.0
@@ -768,19 +833,23 @@ def main() -> None:
         auth = {"Authorization": f"Bearer {token}"}
         with contextlib.ExitStack() as stack:
             # Both servers and the SDK process that logs the model start together (start-up, not measured).
-            port_on, wait_on = stack.enter_context(bridgehead_server(executable, home, log_disabled=False))
+            port_on, wait_on, pid_on = stack.enter_context(
+                bridgehead_server(executable, home, log_disabled=False)
+            )
             url = f"http://127.0.0.1:{port_on}"
             env = clean_env()
             env.update(BRIDGEHEAD_URL=url, BRIDGEHEAD_TOKEN=token)
             register = start_python(bh_python, REGISTER, [str(work), ENDPOINT], env)
             stack.callback(register.kill)
             ports = {"bridgehead": port_on}
+            pids = {"bridgehead": pid_on}
             waits = [wait_on]
             if switch:
-                port_off, wait_off = stack.enter_context(
+                port_off, wait_off, pid_off = stack.enter_context(
                     bridgehead_server(executable, home, log_disabled=True)
                 )
                 ports["bridgehead_log_off"] = port_off
+                pids["bridgehead_log_off"] = pid_off
                 waits.append(wait_off)
             for wait in waits:
                 wait()
@@ -798,16 +867,38 @@ def main() -> None:
             )
             if status != 200:
                 raise SystemExit(f"deploy answered HTTP {status}: {body[:500]!r}")
-            # Both servers are up; an idle one costs nothing. They alternate per request size so both meet
-            # the machine in the same state.
+            # Both servers are up; an idle one costs nothing. For each request size they take turns, in
+            # `segments` slices of the measured time (on, off, off, on, ...), so that both meet the machine in
+            # the same states: on this 2-vCPU machine one 20 s run after the other moved the log-off figure by
+            # a third from run to run. Each server's CPU time per answered request is read from /proc too.
+            segments = sizes["segments"] if len(ports) > 1 else 1
             for key in ports:
                 results[key] = {}
             for size in SIZES:
-                for key, port in ports.items():
-                    load = Load(port, f"/serve/{ENDPOINT}/predict", records[size], size, auth)
-                    results[key][size] = drive(load, clients, warmup, seconds, f"{key} {size}")
-                    # The log-on server writes its last second of predictions after the load stops.
-                    pause(settle + (1.2 if key == "bridgehead" else 0))
+                parts: dict[str, list[dict[str, Any]]] = {key: [] for key in ports}
+                order = list(ports)
+                for segment in range(segments):
+                    for key in order if segment % 2 == 0 else order[::-1]:
+                        load = Load(ports[key], f"/serve/{ENDPOINT}/predict", records[size], size, auth)
+                        parts[key].append(
+                            run_load(
+                                load,
+                                clients,
+                                warmup if segment == 0 else min(warmup, 0.5),
+                                seconds / segments,
+                                f"{key} {size} ({segment + 1}/{segments})",
+                                pids[key],
+                            )
+                        )
+                        # The log-on server writes its last second of predictions after the load stops.
+                        pause(settle + (1.2 if key == "bridgehead" else 0))
+                for key in ports:
+                    results[key][size] = summarise(parts[key], size, f"{key} {size}")
+                    spent = [part["cpu_s"] for part in parts[key]]
+                    if None not in spent:
+                        # Priming requests excluded (the first one of a server loads the model).
+                        requests = sum(part["answered"] - 1 for part in parts[key])
+                        results[key][size]["cpu_ms_per_request"] = round(sum(spent) * 1000 / requests, 4)
         # Both servers are stopped (cleanly: the log-on server flushed its buffer).
         answered_on = sum(r["answered"] for r in results["bridgehead"].values())
         answered_rows = sum(r["answered"] * r["rows"] for r in results["bridgehead"].values())

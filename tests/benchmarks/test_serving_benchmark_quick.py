@@ -56,6 +56,14 @@ def test_quick_serving_benchmark() -> None:
             assert 0 < figures["p50_ms"] <= figures["p99_ms"], where
 
     bridgehead = results["bridgehead"]
+    if switch:
+        # The log-on and log-off servers took turns (two slices each at quick size); CPU per request is read.
+        for key in ("bridgehead", "bridgehead_log_off"):
+            for size, figures in results[key].items():
+                assert figures["segments"] == 2, (key, size)
+                assert figures["cpu_ms_per_request"] > 0, (key, size)
+        assert set(summary["log_cpu_overhead_by_size"]) == {"1", "100"}
+        assert all(isinstance(v, float) for v in summary["log_cpu_overhead_by_size"].values())
     assert summary["bridgehead_answered_requests"] == sum(r["answered"] for r in bridgehead.values())
     rows = sum(r["answered"] * int(size) for size, r in bridgehead.items())
     assert summary["bridgehead_answered_rows"] == rows
