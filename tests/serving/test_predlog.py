@@ -813,6 +813,7 @@ def test_requests_handed_over_by_request_id_with_one_model_name_their_rows_as_th
         [compact("req-b", [4.0])],
         [compact("req-e", [11.0]), compact("req-f", [12.0, 13.0])],
         [compact("req-d", [7.0, 8.0]), batch(10, body([9.0, 10.0]))],
+        [batch(0, body([14.0]), ids="req-g", model_names="champion", versions=np.int64(7))],
     ]
     for items in flushes:
         log.record(items)
@@ -837,5 +838,6 @@ def test_requests_handed_over_by_request_id_with_one_model_name_their_rows_as_th
         "req-e": (0, "champion", 7, 11.0),
         "req-f.0": (0, "champion", 7, 12.0),
         "req-f.1": (1, "champion", 7, 13.0),
+        "req-g": (0, "champion", 7, 14.0),
     }
     assert table.column("version").type == pa.int32()

@@ -240,7 +240,7 @@ class PredictionBatch:
     endpoint: str
     # One per row; or one for every row (a request one version answered, the common case).
     model_names: Sequence[str] | str
-    versions: Sequence[int] | int
+    versions: Sequence[int] | int | np.integer[Any]
     role: str
     ts_ms: int
     latency_ms: float
@@ -267,7 +267,7 @@ class PredictionBatch:
         if (
             (not isinstance(self.ids, str) and len(self.ids) != n)
             or (not isinstance(self.model_names, str) and len(self.model_names) != n)
-            or (not isinstance(self.versions, int) and len(self.versions) != n)
+            or (not isinstance(self.versions, _ONE_VERSION) and len(self.versions) != n)
             or (self.predictions is not None and len(self.predictions) != n)
             or (self.probabilities is not None and len(self.probabilities) != n)
             or (self.keys is not None and len(self.keys) != n)
@@ -285,6 +285,8 @@ def row_ids(request_id: str, rows: int) -> list[str]:
 
 
 _Item = PredictionRecord | PredictionBatch
+# A batch's single version for all its rows: a Python or a numpy integer.
+_ONE_VERSION = (int, np.integer)
 
 
 def partition_dir(root: Path, endpoint: str, ts_ms: int) -> Path:
@@ -372,7 +374,9 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
         return list(itertools.chain.from_iterable(column(b) for b in batches))
 
     def per_row(
-        column: Callable[[PredictionBatch], Sequence[Any] | Any], one: type, type_: pa.DataType
+        column: Callable[[PredictionBatch], Sequence[Any] | Any],
+        one: type | tuple[type, ...],
+        type_: pa.DataType,
     ) -> pa.Array:
         # A batch gives one value for all its rows, or one per row; one per batch is spread (the cheap case).
         values = [column(b) for b in batches]
@@ -395,7 +399,7 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
             if all(b.endpoint == first.endpoint for b in batches)
             else spread([b.endpoint for b in batches], pa.string()),
             per_row(lambda b: b.model_names, str, pa.string()),
-            per_row(lambda b: b.versions, int, pa.int32()),
+            per_row(lambda b: b.versions, _ONE_VERSION, pa.int32()),
             spread([b.role for b in batches], pa.string()),
             spread([b.ts_ms for b in batches], _TS),
             spread([float(b.latency_ms) for b in batches], pa.float64()),
