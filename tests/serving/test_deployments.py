@@ -100,6 +100,9 @@ def test_shadow_answers_are_logged_never_returned(client: TestClient, registered
     assert [r["outputs"]["prediction"] for r in shadow] == registered.v2.predict(
         registered.frame.iloc[:10]
     ).tolist()
+    # The shadow's class probabilities are logged as its model gave them, a list per row.
+    expected = registered.v2.predict_proba(registered.frame.iloc[:10])
+    assert np.allclose([r["outputs"]["probabilities"] for r in shadow], expected, atol=1e-5)
 
 
 def test_promote_and_rollback_walk_the_history(client: TestClient, registered: Registered) -> None:

@@ -350,7 +350,7 @@ def _run_shadows(
     for loaded in shadows:
         started = time.perf_counter()
         predictions: list[Any] | None = None
-        probabilities: list[list[float]] | None = None
+        probabilities: Any = None  # an array (rows x classes) or a list per row
         error = None
         try:
             part = (
@@ -358,7 +358,8 @@ def _run_shadows(
             )
             result = runtime.predict(loaded, part)
             predictions = [_json_value(p) for p in result.predictions]
-            probabilities = result.probabilities
+            # As for the primary: the model's array, converted at flush in one step.
+            probabilities = result.matrix if result.matrix is not None else result.probabilities
         except BridgeheadError as exc:
             error = exc.message
         predlog.record(

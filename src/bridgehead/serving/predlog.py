@@ -377,24 +377,32 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
         column: Callable[[PredictionBatch], Sequence[Any] | Any],
         one: type | tuple[type, ...],
         type_: pa.DataType,
+        expand: Callable[[Any, int], Sequence[Any]] = lambda value, rows: [value] * rows,
     ) -> pa.Array:
-        # A batch gives one value for all its rows, or one per row; one per batch is spread (the cheap case).
+        # A batch gives one value for all its rows (spread over them: the cheap case), or one per row.
         values = [column(b) for b in batches]
         if all(isinstance(v, one) for v in values):
             return spread(values, type_)
-        return pa.array(
-            list(
-                itertools.chain.from_iterable(
-                    [v] * len(b) if isinstance(v, one) else v for v, b in zip(values, batches, strict=True)
-                )
-            ),
-            type_,
+        chained = itertools.chain.from_iterable(
+            expand(v, len(b)) if isinstance(v, one) else v for v, b in zip(values, batches, strict=True)
         )
+        return pa.array(list(chained), type_)
+
+    def ids() -> pa.Array:
+        # A batch that gave its request id has its rows named as `row_ids` names them, by Arrow.
+        if not all(isinstance(b.ids, str) for b in batches):
+            return per_row(lambda b: b.ids, str, pa.string(), row_ids)
+        request = spread([b.ids for b in batches], pa.string())
+        single = counts == 1
+        if bool(single.all()):
+            return request
+        named = pc.binary_join_element_wise(request, pc.cast(row, pa.string()), ".")
+        return named if not single.any() else pc.if_else(pa.array(np.repeat(single, counts)), request, named)
 
     first = batches[0]
     meta = pa.Table.from_arrays(
         [
-            _ids_array(batches, counts, spread, row),
+            ids(),
             pa.repeat(pa.scalar(first.endpoint, pa.string()), n)
             if all(b.endpoint == first.endpoint for b in batches)
             else spread([b.endpoint for b in batches], pa.string()),
@@ -431,30 +439,6 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
         fields, names = [pa.nulls(n, pa.null())], ["_"]
     outputs = pa.StructArray.from_arrays(fields, names=names)
     return meta.append_column("inputs", _batches_inputs(batches, n)).append_column("outputs", outputs)
-
-
-def _ids_array(
-    batches: Sequence[PredictionBatch],
-    counts: np.ndarray[Any, Any],
-    spread: Callable[[list[Any], pa.DataType], pa.Array],
-    row: pa.Array,
-) -> pa.Array:
-    """Each row's id: as given, or (a batch that gave its request id) named by `row_ids`, built by Arrow."""
-    if not all(isinstance(b.ids, str) for b in batches):
-        return pa.array(
-            list(
-                itertools.chain.from_iterable(
-                    row_ids(b.ids, len(b)) if isinstance(b.ids, str) else b.ids for b in batches
-                )
-            ),
-            pa.string(),
-        )
-    request = spread([b.ids for b in batches], pa.string())
-    single = counts == 1
-    if bool(single.all()):
-        return request
-    named = pc.binary_join_element_wise(request, pc.cast(row, pa.string()), ".")
-    return named if not single.any() else pc.if_else(pa.array(np.repeat(single, counts)), request, named)
 
 
 def _float_array(values: np.ndarray[Any, np.dtype[np.float64]]) -> pa.Array:
