@@ -568,6 +568,29 @@ def test_a_batch_is_written_with_typed_input_and_output_columns(tmp_path: Path) 
     assert table.column("ts").to_pylist()[0] == datetime.fromtimestamp(T0 / 1000, tz=UTC)
 
 
+def test_files_keep_statistics_for_the_log_columns_only_and_no_dictionaries(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"income": [52_000.5, 31_000.0, 47_250.0], "city": ["Lyon", "Lyon", "Gdańsk"]})
+    log = PredictionLog(tmp_path)
+    log.record([batch(0, frame)])
+    assert log.flush() == 3
+
+    [path] = list(tmp_path.rglob("*.parquet"))
+    meta = pq.ParquetFile(path).metadata
+    group = meta.row_group(0)
+    chunks = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    # A query engine can skip row groups by time and version; the model's columns carry no min/max.
+    ts = chunks["ts"].statistics
+    assert ts is not None and ts.has_min_max
+    assert ts.min == datetime.fromtimestamp(T0 / 1000, tz=UTC)
+    assert chunks["version"].statistics is not None and chunks["version"].statistics.has_min_max
+    for name in ("inputs.income", "inputs.city", "outputs.prediction"):
+        stats = chunks[name].statistics
+        assert stats is None or not stats.has_min_max, name
+    # Repeated values (endpoint, city) are left to Snappy: no column has a dictionary page.
+    assert all(chunk.dictionary_page_offset is None for chunk in chunks.values())
+    assert all(chunk.compression == "SNAPPY" for chunk in chunks.values())
+
+
 def test_batches_whose_types_differ_are_unified_or_written_apart(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path)
     log.record(

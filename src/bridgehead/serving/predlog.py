@@ -114,9 +114,12 @@ SCHEMA = pa.schema(
 )
 COLUMNS = (*SCHEMA.names, "inputs", "outputs")
 
-# Dictionary encoding only where values repeat: tried on model inputs (mostly distinct numbers) it costs three
-# quarters of the write time and makes the file larger.
-_DICTIONARY_COLUMNS = ["endpoint", "model_name", "role", "status", "key"]
+# No dictionary encoding: on model inputs (mostly distinct numbers) it cost three quarters of the write time and
+# made the file larger; on the columns whose values repeat (endpoint, model, role, status) Snappy stores the
+# repeats almost as compactly (a flush of 90,000 rows: 16.3 MB against 16.2 MB) without hashing every value.
+# Min/max statistics only for the log's own columns (time, version, ...), by which a query engine skips row groups;
+# none for the model's inputs and outputs: on that flush they took a sixth of the encoding time.
+_STATISTICS_COLUMNS = list(SCHEMA.names)
 # Snappy: on a flush of model inputs and probabilities (mostly distinct floats) zstd took twice as long for files
 # a tenth smaller; the log is written all day, on the serving machine.
 _COMPRESSION = "snappy"
@@ -559,7 +562,13 @@ def _write_atomic(table: pa.Table, directory: Path) -> Path:
     tmp = directory / f"{name}.tmp"
     try:
         with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression=_COMPRESSION, use_dictionary=_DICTIONARY_COLUMNS)
+            pq.write_table(
+                table,
+                fh,
+                compression=_COMPRESSION,
+                use_dictionary=False,
+                write_statistics=_STATISTICS_COLUMNS,
+            )
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
