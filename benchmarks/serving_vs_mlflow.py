@@ -15,7 +15,9 @@ One invocation, one machine, one model, the same bounded load against every targ
   registered through the SDK (skops format), deployed to the endpoint ``bench`` through the API and scored at
   ``POST /serve/bench/predict`` with a Bearer token, prediction log on (flushed every second). When the
   installed Bridgehead has the ``BRIDGEHEAD_PREDICTION_LOG_DISABLED`` setting, a second server on the same home
-  runs with it, and the two alternate (each idle while the other is measured), for the log's cost.
+  runs with it, and the two alternate (each idle while the other is measured), for the log's cost. Two
+  processes of the same code differ by a few per cent by themselves, so three such pairs are started one after
+  the other (``--pairs``) and the log's cost is taken over all of them.
 
 The load: ``--clients`` separate client processes (8; each one keep-alive ``http.client`` connection in a
 tight loop over pre-encoded bodies) for ``--seconds`` (20) per target and request size (1 record, 100
@@ -73,8 +75,26 @@ HERE = Path(__file__).resolve().parent
 NAIVE_APP = HERE / "serving_naive_app.py"
 STARTED = time.monotonic()
 
-FULL = {"trees": 100, "clients": 8, "seconds": 20.0, "warmup": 1.0, "ceiling_seconds": 5.0, "segments": 4}
-QUICK = {"trees": 20, "clients": 2, "seconds": 3.0, "warmup": 0.5, "ceiling_seconds": 0.5, "segments": 2}
+# `pairs`: log-on/log-off server pairs started one after the other; `segments`: turns each server of a pair
+# takes per request size.
+FULL = {
+    "trees": 100,
+    "clients": 8,
+    "seconds": 20.0,
+    "warmup": 1.0,
+    "ceiling_seconds": 5.0,
+    "pairs": 3,
+    "segments": 2,
+}
+QUICK = {
+    "trees": 20,
+    "clients": 2,
+    "seconds": 3.0,
+    "warmup": 0.5,
+    "ceiling_seconds": 0.5,
+    "pairs": 1,
+    "segments": 2,
+}
 DEPTH = 3
 FEATURES = 20
 SIZES = (1, 100)
@@ -550,10 +570,12 @@ def bridgehead_token(executable: str, home: Path) -> str:
 
 
 @contextlib.contextmanager
-def bridgehead_server(executable: str, home: Path, log_disabled: bool) -> Iterator[tuple[int, Any, int]]:
+def bridgehead_server(
+    executable: str, home: Path, log_disabled: bool, pair: int = 0
+) -> Iterator[tuple[int, Any, int]]:
     """Start ``bridgehead server``; yields its port, a function that waits until it answers, and its pid."""
     port = free_port()
-    logfile = home / f"server-{'log-off' if log_disabled else 'log-on'}.log"
+    logfile = home / f"server-{'log-off' if log_disabled else 'log-on'}-{pair}.log"
     command = [executable, "server", "--host", "127.0.0.1", "--port", str(port)]
     env = bridgehead_env(home, log_disabled)
     if log_disabled:
@@ -732,9 +754,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="measured seconds per target and size (default 20)")
     parser.add_argument("--trees", type=int, help="trees in the model (default 100; quick 20)")
     parser.add_argument(
+        "--pairs",
+        type=int,
+        help="log-on/log-off server pairs, started one after the other (default 3; quick 1)",
+    )
+    parser.add_argument(
         "--segments",
         type=int,
-        help="turns the log-on and log-off servers take per request size (default 4; quick 2)",
+        help="turns each server of a pair takes per request size (default 2)",
     )
     parser.add_argument("--peer-venv", type=Path, default=HERE / ".venv-mlflow", help="venv of MLflow")
     parser.add_argument("--mlflow-version", default=MLFLOW_VERSION)
@@ -752,10 +779,12 @@ def main() -> None:
         sizes["seconds"] = args.seconds
     if args.trees is not None:
         sizes["trees"] = args.trees
-    if args.segments is not None:
-        if args.segments < 1:
-            parser.error("--segments must be at least 1")
-        sizes["segments"] = args.segments
+    for name in ("pairs", "segments"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{name} must be at least 1")
+            sizes[name] = value
     with_peer = not args.no_peer and (args.with_peer or not args.quick)
     clients, warmup, seconds = sizes["clients"], sizes["warmup"], sizes["seconds"]
     settle = 0.1 if args.quick else 1.0
@@ -831,75 +860,84 @@ def main() -> None:
 
         log(f"Bridgehead (home {home}; prediction-log switch {'present' if switch else 'absent'})")
         auth = {"Authorization": f"Bearer {token}"}
-        with contextlib.ExitStack() as stack:
-            # Both servers and the SDK process that logs the model start together (start-up, not measured).
-            port_on, wait_on, pid_on = stack.enter_context(
-                bridgehead_server(executable, home, log_disabled=False)
-            )
-            url = f"http://127.0.0.1:{port_on}"
-            env = clean_env()
-            env.update(BRIDGEHEAD_URL=url, BRIDGEHEAD_TOKEN=token)
-            register = start_python(bh_python, REGISTER, [str(work), ENDPOINT], env)
-            stack.callback(register.kill)
-            ports = {"bridgehead": port_on}
-            pids = {"bridgehead": pid_on}
-            waits = [wait_on]
-            if switch:
-                port_off, wait_off, pid_off = stack.enter_context(
-                    bridgehead_server(executable, home, log_disabled=True)
-                )
-                ports["bridgehead_log_off"] = port_off
-                pids["bridgehead_log_off"] = pid_off
-                waits.append(wait_off)
-            for wait in waits:
-                wait()
-            registered = finish_python(register, "logging the model through the SDK")
-            info["bridgehead model"] = f"flavor {registered['flavor']}, version {registered['version']}"
-            status, body = http_post(
-                f"{url}/api/v1/endpoints/{ENDPOINT}/deploy",
-                {
-                    "model": ENDPOINT,
-                    "version": str(registered["version"]),
-                    "environment": "production",
-                    "reason": "serving benchmark",
-                },
-                token,
-            )
-            if status != 200:
-                raise SystemExit(f"deploy answered HTTP {status}: {body[:500]!r}")
-            # Both servers are up; an idle one costs nothing. For each request size they take turns, in
-            # `segments` slices of the measured time (on, off, off, on, ...), so that both meet the machine in
-            # the same states: on this 2-vCPU machine one 20 s run after the other moved the log-off figure by
-            # a third from run to run. Each server's CPU time per answered request is read from /proc too.
-            segments = sizes["segments"] if len(ports) > 1 else 1
-            for key in ports:
-                results[key] = {}
-            for size in SIZES:
-                parts: dict[str, list[dict[str, Any]]] = {key: [] for key in ports}
-                order = list(ports)
-                for segment in range(segments):
-                    for key in order if segment % 2 == 0 else order[::-1]:
-                        load = Load(ports[key], f"/serve/{ENDPOINT}/predict", records[size], size, auth)
-                        parts[key].append(
-                            run_load(
-                                load,
-                                clients,
-                                warmup if segment == 0 else min(warmup, 0.5),
-                                seconds / segments,
-                                f"{key} {size} ({segment + 1}/{segments})",
-                                pids[key],
+        # The log's cost is the difference between a log-on and a log-off server, and two processes of the
+        # same code and settings differ too: on this machine by up to 5 % in throughput (checked with both
+        # logs on; memory layout and hash seeds differ from process to process). So `pairs` pairs are started one after the other and the
+        # figures are summed over them. Within a pair both servers are up (an idle one costs nothing) and for
+        # each request size they take turns, in `segments` slices each (on, off, off, on, ...), so that both
+        # meet the machine in the same states: one 20 s run after the other moved the log-off figure by a
+        # third from run to run. Each server's CPU time per answered request is read from /proc too.
+        keys = ["bridgehead", "bridgehead_log_off"] if switch else ["bridgehead"]
+        pairs = sizes["pairs"] if switch else 1
+        segments = sizes["segments"] if switch else 1
+        turns = pairs * segments
+        parts: dict[str, dict[int, list[dict[str, Any]]]] = {
+            key: {size: [] for size in SIZES} for key in keys
+        }
+        for pair in range(pairs):
+            with contextlib.ExitStack() as stack:
+                ports: dict[str, int] = {}
+                pids: dict[str, int] = {}
+                waits = []
+                for key in keys:
+                    port, wait, pid = stack.enter_context(
+                        bridgehead_server(executable, home, key == "bridgehead_log_off", pair)
+                    )
+                    ports[key], pids[key] = port, pid
+                    waits.append(wait)
+                url = f"http://127.0.0.1:{ports['bridgehead']}"
+                if pair == 0:
+                    # The SDK process that logs the model starts with the servers (start-up, not measured).
+                    env = clean_env()
+                    env.update(BRIDGEHEAD_URL=url, BRIDGEHEAD_TOKEN=token)
+                    register = start_python(bh_python, REGISTER, [str(work), ENDPOINT], env)
+                    stack.callback(register.kill)
+                for wait in waits:
+                    wait()
+                if pair == 0:
+                    registered = finish_python(register, "logging the model through the SDK")
+                    info["bridgehead model"] = (
+                        f"flavor {registered['flavor']}, version {registered['version']}"
+                    )
+                    status, body = http_post(
+                        f"{url}/api/v1/endpoints/{ENDPOINT}/deploy",
+                        {
+                            "model": ENDPOINT,
+                            "version": str(registered["version"]),
+                            "environment": "production",
+                            "reason": "serving benchmark",
+                        },
+                        token,
+                    )
+                    if status != 200:
+                        raise SystemExit(f"deploy answered HTTP {status}: {body[:500]!r}")
+                for size in SIZES:
+                    for segment in range(segments):
+                        turn = pair * segments + segment
+                        for key in keys if turn % 2 == 0 else keys[::-1]:
+                            load = Load(ports[key], f"/serve/{ENDPOINT}/predict", records[size], size, auth)
+                            parts[key][size].append(
+                                run_load(
+                                    load,
+                                    clients,
+                                    warmup if turn == 0 else min(warmup, 0.5),
+                                    seconds / turns,
+                                    f"{key} {size} ({turn + 1}/{turns})",
+                                    pids[key],
+                                )
                             )
-                        )
-                        # The log-on server writes its last second of predictions after the load stops.
-                        pause(settle + (1.2 if key == "bridgehead" else 0))
-                for key in ports:
-                    results[key][size] = summarise(parts[key], size, f"{key} {size}")
-                    spent = [part["cpu_s"] for part in parts[key]]
-                    if None not in spent:
-                        # Priming requests excluded (the first one of a server loads the model).
-                        requests = sum(part["answered"] - 1 for part in parts[key])
-                        results[key][size]["cpu_ms_per_request"] = round(sum(spent) * 1000 / requests, 4)
-        # Both servers are stopped (cleanly: the log-on server flushed its buffer).
+                            # The log-on server writes its last second of predictions after the load stops.
+                            pause(settle + (1.2 if key == "bridgehead" else 0))
+            # The pair is stopped (cleanly: the log-on server flushed its buffer).
+        for key in keys:
+            results[key] = {}
+            for size in SIZES:
+                results[key][size] = summarise(parts[key][size], size, f"{key} {size}")
+                spent = [part["cpu_s"] for part in parts[key][size]]
+                if None not in spent:
+                    # Priming requests excluded (the first one of a server loads the model).
+                    requests = sum(part["answered"] - 1 for part in parts[key][size])
+                    results[key][size]["cpu_ms_per_request"] = round(sum(spent) * 1000 / requests, 4)
         answered_on = sum(r["answered"] for r in results["bridgehead"].values())
         answered_rows = sum(r["answered"] * r["rows"] for r in results["bridgehead"].values())
         logged = logged_rows(home)

@@ -24,7 +24,8 @@ RATIOS = {"speedup_1row", "speedup_100row", "p99_ratio", "vs_naive_1row", "log_o
 
 def test_quick_serving_benchmark() -> None:
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--no-peer"],
+        # Two log-on/log-off server pairs, one turn each: the second pair serves the deployment the first made.
+        [sys.executable, str(SCRIPT), "--quick", "--no-peer", "--pairs", "2", "--segments", "1"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -33,6 +34,7 @@ def test_quick_serving_benchmark() -> None:
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary.keys() >= RATIOS
     assert summary["mode"] == "quick"
+    assert (summary["config"]["pairs"], summary["config"]["segments"]) == (2, 1)
     # Without MLflow there is nothing to divide by; the floor is measured.
     assert summary["speedup_1row"] is None and summary["speedup_100row"] is None
     assert summary["p99_ratio"] is None
@@ -57,7 +59,7 @@ def test_quick_serving_benchmark() -> None:
 
     bridgehead = results["bridgehead"]
     if switch:
-        # The log-on and log-off servers took turns (two slices each at quick size); CPU per request is read.
+        # The log-on and log-off servers took turns (one slice in each of two pairs); CPU per request is read.
         for key in ("bridgehead", "bridgehead_log_off"):
             for size, figures in results[key].items():
                 assert figures["segments"] == 2, (key, size)
