@@ -8,35 +8,19 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect
 
 from tests.live import BRIDGEHEAD, bridgehead_env, running_server
+from tests.web.browser import ADMIN, DESKTOP, PASSWORD, open_context, path_of, shot, sign_in
 
 pytestmark = pytest.mark.browser
 
-PASSWORD = "bridgehead-demo"
-ADMIN = "admin@demo.bridgehead.dev"
 ETHICS = "ethics@demo.bridgehead.dev"
 RETAIL_USER = "user.retail@demo.bridgehead.dev"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
-DESKTOP = {"width": 1280, "height": 800}
-MOBILE = {"width": 390, "height": 844}
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+MOBILE: ViewportSize = {"width": 390, "height": 844}
 AREA_LABELS = [
     "Portfolio",
     "Data",
@@ -85,24 +69,15 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
+# Not the console-watching `page` of conftest.py: these tests provoke refusals (wrong passwords, 403s), and
+# they make further contexts of their own.
 @pytest.fixture
 def new_context(browser: Browser, base_url: str) -> Iterator[Any]:
     """Makes fresh browser contexts (no cookies) on the server; all are closed after the test."""
     contexts: list[BrowserContext] = []
 
-    def make(viewport: dict[str, int] = DESKTOP) -> BrowserContext:
-        context = browser.new_context(base_url=base_url, viewport=viewport)  # type: ignore[arg-type]
-        context.set_default_timeout(10_000)
+    def make(viewport: ViewportSize = DESKTOP) -> BrowserContext:
+        context = open_context(browser, base_url, viewport, timeout_ms=10_000)
         contexts.append(context)
         return context
 
@@ -115,23 +90,6 @@ def new_context(browser: Browser, base_url: str) -> Iterator[Any]:
 def page(new_context: Any) -> Page:
     page: Page = new_context().new_page()
     return page
-
-
-def sign_in(page: Page, email: str, password: str = PASSWORD, path: str = "/login") -> None:
-    page.goto(path)
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(password)
-    with page.expect_navigation():
-        page.get_by_role("button", name="Sign in").click()
-
-
-def shot(page: Page, name: str) -> None:
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMAGES / name), full_page=True, animations="disabled", caret="hide")
-
-
-def path_of(page: Page) -> str:
-    return urlsplit(page.url).path
 
 
 def test_login_redirects_rejects_wrong_password_and_honours_next(page: Page) -> None:

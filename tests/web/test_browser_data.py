@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
 from bridgehead import demo
@@ -32,10 +32,11 @@ from bridgehead.store.artifacts import ArtifactStore
 from bridgehead.tracking import service as tracking
 from tests.live import bridgehead_env, running_server
 from tests.tracking.seed import RunSpec, curve, log_run, principal_for, register, run_dir, save_sklearn_model
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, path_of, sign_in
-from tests.web.test_browser_tracking import charts_drawn, full_shot
+from tests.web.browser import charts_drawn, full_shot, path_of, sign_in
 
 pytestmark = pytest.mark.browser
+
+IGNORED_CONSOLE = r"status of 4(00|04|22)"  # console messages the tests provoke (see conftest.py)
 
 SCIENTIST = "ds.retail@demo.bridgehead.dev"
 ROWS = 600
@@ -216,34 +217,6 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     with running_server(env, log=home / "server.log") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser, base_url: str) -> Iterator[Page]:
-    context = browser.new_context(base_url=base_url, viewport=DESKTOP)  # type: ignore[arg-type]
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    problems: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning") and not re.search(r"status of 4(00|04|22)", message.text):
-            problems.append(f"{message.type}: {message.text}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
-    yield page
-    context.close()
-    assert not problems, problems
 
 
 def test_datasets_profile_contract_and_lineage(page: Page) -> None:

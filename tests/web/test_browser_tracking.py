@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
 from bridgehead import demo
@@ -33,9 +33,11 @@ from tests.tracking.seed import (
     run_dir,
     save_sklearn_model,
 )
-from tests.web.test_browser import ADMIN, CHROMIUM, CHROMIUM_ARGS, DESKTOP, path_of, shot, sign_in
+from tests.web.browser import ADMIN, charts_drawn, full_shot, path_of, sign_in
 
 pytestmark = pytest.mark.browser
+
+IGNORED_CONSOLE = r"status of 40[04]"  # console messages the tests provoke (see conftest.py)
 
 HOUR = 3_600_000
 SIGNATURE = {
@@ -254,50 +256,6 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     with running_server(env, log=home / "server.log") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser, base_url: str) -> Iterator[Page]:
-    context = browser.new_context(base_url=base_url, viewport=DESKTOP)  # type: ignore[arg-type]
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    problems: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        # A CSP refusal or plotly's "cannot add style rule" warning would mean charts draw without styles.
-        if message.type in ("error", "warning") and not re.search(r"status of 40[04]", message.text):
-            problems.append(f"{message.type}: {message.text}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
-    yield page
-    context.close()
-    assert not problems, problems
-
-
-def full_shot(page: Page, name: str) -> None:
-    """A full-page screenshot at 1280 wide, laid out at the page's full height (as a tall window would show
-    it), so that the sticky sidebar spans the page instead of floating where the capture scrolled to."""
-    height = page.evaluate("() => document.documentElement.scrollHeight")
-    page.set_viewport_size({"width": DESKTOP["width"], "height": max(DESKTOP["height"], height)})
-    page.wait_for_timeout(150)  # plotly's responsive charts settle after the resize
-    shot(page, name)
-    page.set_viewport_size(DESKTOP)  # type: ignore[arg-type]
-
-
-def charts_drawn(page: Page, count: int) -> None:
-    expect(page.locator(".chart.chart-ready")).to_have_count(count)
-    expect(page.locator(".chart svg.main-svg").first).to_be_visible()
 
 
 def test_experiments_runs_and_compare(page: Page) -> None:
