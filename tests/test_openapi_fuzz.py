@@ -6,10 +6,15 @@ server error, every response must match what the OpenAPI document declares, and 
 error body ``{"error": {"code", "message", "details"}}``.
 
 Generated ids almost never name a real object, so as an admin each case whose operation has a path
-parameter is sent a second time aimed at a real one (a unit, a person, a token), letting the generated
-bodies reach the database. A deterministic sweep then puts a NUL character in every string parameter and
-body field the document declares (PostgreSQL refuses NUL in text, SQLite stores it), and naive or
-out-of-range instants in every date-time.
+parameter is sent a second time aimed at a real one, letting the generated bodies reach the database and the
+model runtime. Real are: a unit, a person, a token, an experiment, a run (its metric, its artifact), a dataset
+(its version 1, file and contract), the registered model "fuzz-model" (version 1, alias champion: a real
+scikit-learn logistic regression that loads), the endpoint "fuzz-model" serving it (so ``name`` is real for
+both), a monitor of that endpoint, an open incident of the monitor and a webhook notification channel (all
+made by `_real_ids`, which both tests use). Only a monitor run's ``run_id`` names nothing: that parameter
+names the tracking run. A deterministic sweep then puts a NUL character in every string parameter and body
+field the document declares (PostgreSQL refuses NUL in text, SQLite stores it), and naive or out-of-range
+instants in every date-time.
 
 schemathesis' ``from_fixture`` loader reads ``Node._nodeid``, which pytest 9.2 no longer has, so the
 document is loaded at import time instead (it does not depend on the database) and the app of each
@@ -19,6 +24,8 @@ engine comes from a fixture.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,11 +46,16 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sklearn.linear_model import LogisticRegression
 
 from bridgehead.app import create_app
 from bridgehead.auth.roles import Role
+from bridgehead.monitoring import rules, service
+from bridgehead.monitoring.models import MonitorRun
+from bridgehead.registry.flavors import MANIFEST, SklearnSkops
 from bridgehead.settings import Settings
 from tests.conftest import PASSWORD, Member, Org
+from tests.serving.conftest import credit_data, deploy
 
 BASE_URL = "https://testserver"
 SEED = 20_240_611
@@ -58,7 +70,10 @@ def _binary_batches() -> tuple[bytes, bytes]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"age": [31.0, 45.0], "income": [4000.0, 5200.0]})
+    # The inputs of the model the endpoint "fuzz-model" serves, so that a valid batch is scored.
+    table = pa.table(
+        {"age": [31.0, 45.0], "income": [4000.0, 5200.0], "debt": [1500.0, 900.0], "tenure": [3.0, 12.0]}
+    )
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as stream:
         stream.write_table(table)
@@ -123,22 +138,39 @@ class Target:
     ids: dict[str, str]
 
 
+@functools.cache
+def _model_files() -> tuple[tuple[str, bytes], ...]:
+    """The files of a real model, made once per session: a logistic regression trained on a few rows of the
+    serving tests' credit data, saved by the scikit-learn flavor (skops) beside the manifest bh.log_model
+    writes, with the input signature serving and monitors read."""
+    frame, y = credit_data(n=40)
+    model = LogisticRegression(max_iter=1000).fit(frame, y)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = SklearnSkops().save(model, Path(tmp))
+        signature = {"inputs": [{"name": str(c), "type": str(t)} for c, t in frame.dtypes.items()]}
+        manifest = {"flavor": saved.flavor, "files": saved.files, "meta": saved.meta, "signature": signature}
+        files = [(MANIFEST, json.dumps(manifest).encode())]
+        files += [(name, (Path(tmp) / name).read_bytes()) for name in saved.files]
+    return tuple(files)
+
+
+def _ok(response: httpx.Response) -> Any:
+    assert response.status_code < 300, response.text
+    return response.json() if response.content else None
+
+
 def _tracking_ids(client: TestClient, owner: Member) -> dict[str, str]:
     """An experiment, a run with a metric and a model directory, and a registered model whose version 1
-    has the alias champion, owned by ``owner``: real objects for the path parameters of those APIs."""
-
-    def ok(response: httpx.Response) -> Any:
-        assert response.status_code < 300, response.text
-        return response.json() if response.content else None
-
+    (a real model, see `_model_files`) has the alias champion, owned by ``owner``: real objects for the path
+    parameters of those APIs."""
+    ok = _ok
     headers = owner.headers
     experiment = ok(client.post("/api/v1/experiments", headers=headers, json={"name": "fuzz-experiment"}))
     run = ok(client.post("/api/v1/runs", headers=headers, json={"experiment_id": experiment["id"]}))
     metrics = {"metrics": [{"key": "loss", "value": 0.5}]}
     ok(client.post(f"/api/v1/runs/{run['id']}/log-batch", headers=headers, json=metrics))
-    manifest = b'{"flavor": "onnx", "files": ["model.onnx"], "meta": {}}'
-    for path, data in (("model/bridgehead-model.json", manifest), ("model/model.onnx", b"onnx")):
-        ok(client.put(f"/api/v1/runs/{run['id']}/artifacts/{path}", headers=headers, content=data))
+    for name, data in _model_files():
+        ok(client.put(f"/api/v1/runs/{run['id']}/artifacts/model/{name}", headers=headers, content=data))
     ok(client.post("/api/v1/registered-models", headers=headers, json={"name": "fuzz-model"}))
     body = {"run_id": run["id"], "artifact_path": "model"}
     ok(client.post("/api/v1/registered-models/fuzz-model/versions", headers=headers, json=body))
@@ -161,23 +193,65 @@ def _tracking_ids(client: TestClient, owner: Member) -> dict[str, str]:
         "experiment_id": experiment["id"],
         "run_id": run["id"],
         "key": "loss",
-        "path": "model/model.onnx",
+        "path": f"model/{_model_files()[-1][0]}",
         "name": "fuzz-model",
         "version": "1",
         "alias": "champion",
     }
 
 
-def _build_target(kind: str, app: FastAPI, client: TestClient, orgs: Org) -> Target:
-    if kind == "anonymous":
-        return Target(app, {}, {})
-    admin = orgs.member(Role.CHIEF_AI_OFFICER, email="fuzz-admin@example.com")
-    # Someone in another unit, with a token, for the second call of each case to aim at.
+def _monitoring_ids(client: TestClient, orgs: Org, engineer: Member) -> dict[str, str]:
+    """The model "fuzz-model" version 1 deployed by ``engineer`` to the endpoint "fuzz-model" (so the path
+    parameter ``name`` is real for both), a monitor of it, an incident opened by a breaching run of that
+    monitor, and a webhook channel of the engineer's unit.
+
+    No API opens an incident, so the run that breaches is recorded through the monitoring service, as a
+    worker records a computed one. The channel comes after the incident: opening it queues no delivery, and
+    creating a channel sends nothing (only the URL's form is checked)."""
+    ok = _ok
+    headers = engineer.headers
+    deploy(client, engineer, "fuzz-model", "1", model="fuzz-model", environment="production")
+    body = {"name": "fuzz-monitor", "window_minutes": 60}
+    monitor = ok(client.post("/api/v1/endpoints/fuzz-model/monitors", headers=headers, json=body))
+    with orgs.db.session(write=True) as session:
+        metrics = {"psi_max": 0.5}
+        breaches, _ = rules.evaluate_rules(monitor["rules"], metrics)
+        assert breaches, monitor["rules"]
+        end = service.now_ms()
+        run = MonitorRun(
+            monitor_id=monitor["id"],
+            status="succeeded",
+            trigger="manual",
+            window_start_ms=end - 60 * 60_000,
+            window_end_ms=end,
+            started_ms=end,
+            finished_ms=end,
+            metrics=metrics,
+            breaches=breaches,
+        )
+        incident_id = service.record_run(session, run).incident_id
+        assert incident_id is not None
+    body = {"name": "fuzz-channel", "kind": "webhook", "target": "https://example.org/hook"}
+    channel = ok(client.post("/api/v1/notification-channels", headers=headers, json=body))
+    return {"monitor_id": monitor["id"], "incident_id": incident_id, "channel_id": channel["id"]}
+
+
+def _real_ids(client: TestClient, orgs: Org) -> dict[str, str]:
+    """Real objects for every path parameter (see the module's docstring), in the unit "retail", which the
+    admin calling the API does not belong to."""
     other = orgs.member(Role.DATA_SCIENTIST, unit="retail")
     tokens = client.get("/api/v1/tokens", headers=other.headers).json()["items"]
     ids = {"unit_id": orgs.unit("retail"), "person_id": other.id, "token_id": tokens[0]["id"]}
     ids.update(_tracking_ids(client, other))
-    return Target(app, admin.headers, ids)
+    ids.update(_monitoring_ids(client, orgs, orgs.member(Role.ML_ENGINEER, unit="retail")))
+    return ids
+
+
+def _build_target(kind: str, app: FastAPI, client: TestClient, orgs: Org) -> Target:
+    if kind == "anonymous":
+        return Target(app, {}, {})
+    admin = orgs.member(Role.CHIEF_AI_OFFICER, email="fuzz-admin@example.com")
+    return Target(app, admin.headers, _real_ids(client, orgs))
 
 
 @pytest.fixture(params=["admin", "anonymous"])
@@ -429,12 +503,7 @@ def test_edge_values_are_never_a_server_error(
     client: TestClient, orgs: Org, method: str, path: str, where: str, parts: dict[str, Any]
 ) -> None:
     admin = orgs.member(Role.CHIEF_AI_OFFICER, email="edge-admin@example.com")
-    other = orgs.member(Role.DATA_SCIENTIST, unit="retail")
-    token_id = client.get("/api/v1/tokens", headers=other.headers).json()["items"][0]["id"]
-    path_values = {"unit_id": orgs.unit("retail"), "person_id": other.id, "token_id": token_id}
-    # No monitor, incident or channel exists here (a monitor needs a deployed model): those are not found.
-    path_values.update({"monitor_id": "none", "incident_id": "none", "channel_id": "none"})
-    path_values.update(_tracking_ids(client, other))
+    path_values = _real_ids(client, orgs)
     path_values.update(parts.get("path", {}))
     url = path.format(**{k: quote(v, safe="") for k, v in path_values.items()})
     body = None
