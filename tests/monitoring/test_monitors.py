@@ -301,6 +301,49 @@ def test_monitors_are_isolated_permissioned_and_validated(
     )
 
 
+def test_a_monitor_is_changed_field_by_field_and_null_only_clears_what_may_be_empty(
+    client: TestClient, deployed: Deployed
+) -> None:
+    eng = deployed.engineer
+    created = client.post(
+        "/api/v1/endpoints/credit/monitors",
+        json={"name": "m", "description": "daily drift", "every_minutes": 1440, "window_minutes": 60},
+        headers=eng.headers,
+    )
+    assert created.status_code == 201, created.text
+    url = f"/api/v1/monitors/{created.json()['id']}"
+
+    changed = client.patch(url, json={"window_minutes": 120, "enabled": False}, headers=eng.headers)
+    assert changed.status_code == 200, changed.text
+    after = changed.json()
+    assert (after["window_minutes"], after["enabled"]) == (120, False)
+    assert (after["description"], after["every_minutes"]) == ("daily drift", 1440)  # not sent: kept
+
+    # Fields a monitor always has refuse null with the field named (they were a 500 or a 409 once).
+    for field in ("window_minutes", "rules", "enabled", "description"):
+        refused = client.patch(url, json={field: None}, headers=eng.headers)
+        assert refused.status_code == 422, (field, refused.text)
+        assert refused.json()["error"]["code"] == "validation_failed"
+        assert field in refused.text
+    # ... and nothing changed.
+    assert client.get(url, headers=eng.headers).json()["window_minutes"] == 120
+
+    # Null clears what may be empty: the time schedule, when the monitor is given the other one instead.
+    cleared = client.patch(url, json={"every_minutes": None, "every_rows": 5000}, headers=eng.headers)
+    assert cleared.status_code == 200, cleared.text
+    assert (cleared.json()["every_minutes"], cleared.json()["every_rows"]) == (None, 5000)
+
+    # The service refuses it too, for callers other than the API.
+    from bridgehead.auth.service import authenticate_token
+    from bridgehead.monitoring import service
+
+    with client.app.state.db.session(write=True) as session:  # type: ignore[attr-defined]
+        principal = authenticate_token(session, eng.token)
+        with pytest.raises(errors.ValidationFailed) as raised:
+            service.update_monitor(session, principal, created.json()["id"], window_minutes=None)
+    assert raised.value.details == {"fields": ["window_minutes"]}
+
+
 class _Receiver:
     """A real HTTP receiver on loopback that records what it gets (a webhook endpoint of some chat tool)."""
 

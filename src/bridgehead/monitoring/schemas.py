@@ -63,15 +63,19 @@ class MonitorIn(_Strict):
 
 
 class MonitorPatch(_Strict):
-    description: str | None = Field(default=None, max_length=5000)
+    """Only the fields sent change. Null clears a field that may be empty (one of the two schedules, the
+    reference, the target, the settings, the owner); the others take a value, and null is refused for them."""
+
+    # Not nullable: the default only stands for "not sent" (pydantic does not validate defaults).
+    description: str = Field(default=None, max_length=5000)  # type: ignore[assignment]
     every_minutes: int | None = Field(default=None, ge=1, le=44640)
     every_rows: int | None = Field(default=None, ge=1, le=10**12)
-    window_minutes: int | None = Field(default=None, ge=1, le=527040)
+    window_minutes: int = Field(default=None, ge=1, le=527040)  # type: ignore[assignment]
     reference_version_id: str | None = Field(default=None, max_length=32)
     target_column: str | None = Field(default=None, max_length=250)
     settings: MonitorSettingsIn | None = None
-    rules: list[RuleIn] | None = Field(default=None, max_length=100)
-    enabled: bool | None = None
+    rules: list[RuleIn] = Field(default=None, max_length=100)  # type: ignore[arg-type]
+    enabled: bool = Field(default=None)  # type: ignore[assignment]
     owner_id: str | None = Field(default=None, max_length=32)
 
 

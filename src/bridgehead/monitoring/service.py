@@ -261,6 +261,10 @@ def get_monitor(session: Session, principal: Principal, monitor_id: str) -> Moni
     return found
 
 
+# What a monitor always has; the other fields it may change can be cleared with None.
+_NOT_NULL = ("description", "window_minutes", "rules", "enabled")
+
+
 def update_monitor(session: Session, principal: Principal, monitor_id: str, **changes: Any) -> Monitor:
     require(principal, Action.MONITORING_MANAGE)
     monitor = get_monitor(session, principal, monitor_id)
@@ -279,6 +283,12 @@ def update_monitor(session: Session, principal: Principal, monitor_id: str, **ch
     unknown = set(changes) - fields
     if unknown:
         raise ValidationFailed(f"Cannot change {sorted(unknown)}.")
+    cleared = sorted(k for k in _NOT_NULL if k in changes and changes[k] is None)
+    if cleared:
+        raise ValidationFailed(
+            f"{', '.join(cleared)} cannot be empty: send a value, or leave the field out to keep it.",
+            details={"fields": cleared},
+        )
     schedule = {
         k: changes.get(k, getattr(monitor, k)) for k in ("every_minutes", "every_rows", "window_minutes")
     }
