@@ -141,6 +141,32 @@ def test_arrow_and_parquet_batches_with_a_key_column(client: TestClient, served:
     assert "c0" in keys and "c299" in keys
 
 
+def test_the_log_keeps_the_floats_sent_and_never_a_key_column_taken_out(
+    client: TestClient, served: Registered
+) -> None:
+    h = served.engineer.headers
+    x = served.frame.head(4)
+    records = [{k: float(v) for k, v in r.items()} for r in x.to_dict("records")]
+    plain = client.post("/serve/credit/predict", json={"records": records, "id": "plain"}, headers=h)
+    assert plain.status_code == 200, plain.text
+    # An all-float body whose key column is a float too: the key is taken out of the frame before scoring.
+    keyed = [{**r, "branch": float(i)} for i, r in enumerate(records)]
+    answer = client.post(
+        "/serve/credit/predict?key_column=branch", json={"records": keyed, "id": "keyed"}, headers=h
+    )
+    assert answer.status_code == 200, answer.text
+
+    client.app.state.predlog.flush()  # type: ignore[attr-defined]
+    root = client.app.state.settings.resolved_prediction_log_dir  # type: ignore[attr-defined]
+    rows = [r for batch in read_log(root, "credit") for r in batch.to_pylist()]
+    for request in ("plain", "keyed"):
+        logged = sorted(
+            (r for r in rows if r["request_id"].startswith(f"{request}.")), key=lambda r: r["row"]
+        )
+        assert [r["inputs"] for r in logged] == records, request  # the values sent, the key column not
+    assert [r["key"] for r in rows if r["request_id"].startswith("keyed.")] == ["0.0", "1.0", "2.0", "3.0"]
+
+
 def test_prometheus_metrics_count_requests_rows_and_errors(client: TestClient, served: Registered) -> None:
     h = served.engineer.headers
     records = [{k: float(v) for k, v in r.items()} for r in served.frame.head(3).to_dict("records")]

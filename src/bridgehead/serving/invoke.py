@@ -29,7 +29,7 @@ from bridgehead.logs import current_request_id
 from bridgehead.serving import protocols, service
 from bridgehead.serving.batching import MicroBatcher
 from bridgehead.serving.metrics import InferenceMetrics
-from bridgehead.serving.predlog import PredictionBatch, PredictionLog, row_ids
+from bridgehead.serving.predlog import FloatInputs, PredictionBatch, PredictionLog, row_ids
 from bridgehead.serving.routing import assign_many
 from bridgehead.serving.runtime import LoadedModel, ModelRuntime, Prediction
 from bridgehead.serving.schemas import FeedbackIn, FeedbackOut, PredictOut
@@ -253,7 +253,8 @@ def _score_steps(
                     role="primary",
                     ts_ms=received_ms,
                     latency_ms=latency_ms,
-                    inputs=frame,
+                    # The parser's array when it has one (an all-float request), else the frame.
+                    inputs=FloatInputs(frame.columns, parsed.values) if parsed.values is not None else frame,
                     predictions=predictions,
                     probabilities=logged_probabilities,
                     keys=[str(k) if k is not None else "" for k in keys] if keys is not None else None,
@@ -334,7 +335,7 @@ def _keys_from_column(parsed: protocols.ParsedRequest, column: str) -> protocols
             f"The key column {column!r} is not in the body.", details={"column": column, "problem": "missing"}
         )
     keys = [None if v is None or v != v else str(v) for v in parsed.frame[column].tolist()]
-    return dataclasses.replace(parsed, frame=parsed.frame.drop(columns=[column]), keys=keys)
+    return dataclasses.replace(parsed, frame=parsed.frame.drop(columns=[column]), keys=keys, values=None)
 
 
 def _run_shadows(
