@@ -862,11 +862,12 @@ def main() -> None:
         auth = {"Authorization": f"Bearer {token}"}
         # The log's cost is the difference between a log-on and a log-off server, and two processes of the
         # same code and settings differ too: on this machine by up to 5 % in throughput (checked with both
-        # logs on; memory layout and hash seeds differ from process to process). So `pairs` pairs are started one after the other and the
-        # figures are summed over them. Within a pair both servers are up (an idle one costs nothing) and for
-        # each request size they take turns, in `segments` slices each (on, off, off, on, ...), so that both
-        # meet the machine in the same states: one 20 s run after the other moved the log-off figure by a
-        # third from run to run. Each server's CPU time per answered request is read from /proc too.
+        # logs on; memory layout and hash seeds, which differ per process, are the likely reasons). So `pairs`
+        # pairs are started one after the other and the figures are summed over them. Within a pair both
+        # servers are up (an idle one costs nothing) and for each request size they take turns, in `segments`
+        # slices each (on, off, off, on, ...), so that both meet the machine in the same states: one 20 s run
+        # after the other moved the log-off figure by a third from run to run. Each server's CPU time per
+        # answered request is read from /proc too.
         keys = ["bridgehead", "bridgehead_log_off"] if switch else ["bridgehead"]
         pairs = sizes["pairs"] if switch else 1
         segments = sizes["segments"] if switch else 1
@@ -920,7 +921,8 @@ def main() -> None:
                                 run_load(
                                     load,
                                     clients,
-                                    warmup if turn == 0 else min(warmup, 0.5),
+                                    # A fresh pair's first slice warms up fully, as the first pair's.
+                                    warmup if segment == 0 and size == SIZES[0] else min(warmup, 0.5),
                                     seconds / turns,
                                     f"{key} {size} ({turn + 1}/{turns})",
                                     pids[key],

@@ -163,26 +163,25 @@ def _tracking_ids(client: TestClient, owner: Member) -> dict[str, str]:
     """An experiment, a run with a metric and a model directory, and a registered model whose version 1
     (a real model, see `_model_files`) has the alias champion, owned by ``owner``: real objects for the path
     parameters of those APIs."""
-    ok = _ok
     headers = owner.headers
-    experiment = ok(client.post("/api/v1/experiments", headers=headers, json={"name": "fuzz-experiment"}))
-    run = ok(client.post("/api/v1/runs", headers=headers, json={"experiment_id": experiment["id"]}))
+    experiment = _ok(client.post("/api/v1/experiments", headers=headers, json={"name": "fuzz-experiment"}))
+    run = _ok(client.post("/api/v1/runs", headers=headers, json={"experiment_id": experiment["id"]}))
     metrics = {"metrics": [{"key": "loss", "value": 0.5}]}
-    ok(client.post(f"/api/v1/runs/{run['id']}/log-batch", headers=headers, json=metrics))
+    _ok(client.post(f"/api/v1/runs/{run['id']}/log-batch", headers=headers, json=metrics))
     for name, data in _model_files():
-        ok(client.put(f"/api/v1/runs/{run['id']}/artifacts/model/{name}", headers=headers, content=data))
-    ok(client.post("/api/v1/registered-models", headers=headers, json={"name": "fuzz-model"}))
+        _ok(client.put(f"/api/v1/runs/{run['id']}/artifacts/model/{name}", headers=headers, content=data))
+    _ok(client.post("/api/v1/registered-models", headers=headers, json={"name": "fuzz-model"}))
     body = {"run_id": run["id"], "artifact_path": "model"}
-    ok(client.post("/api/v1/registered-models/fuzz-model/versions", headers=headers, json=body))
-    ok(
+    _ok(client.post("/api/v1/registered-models/fuzz-model/versions", headers=headers, json=body))
+    _ok(
         client.put(
             "/api/v1/registered-models/fuzz-model/aliases/champion", headers=headers, json={"version": 1}
         )
     )
-    dataset = ok(client.post("/api/v1/datasets", headers=headers, json={"name": "fuzz-data"}))
+    dataset = _ok(client.post("/api/v1/datasets", headers=headers, json={"name": "fuzz-data"}))
     csv = b"a,email\n1,x@example.com\n2,y@example.com\n"
-    ok(client.put(f"/api/v1/datasets/{dataset['id']}/upload/data.csv", headers=headers, content=csv))
-    ok(
+    _ok(client.put(f"/api/v1/datasets/{dataset['id']}/upload/data.csv", headers=headers, content=csv))
+    _ok(
         client.put(
             f"/api/v1/datasets/{dataset['id']}/contract", headers=headers, json={"contract": "rows: {min: 1}"}
         )
@@ -208,11 +207,10 @@ def _monitoring_ids(client: TestClient, orgs: Org, engineer: Member) -> dict[str
     No API opens an incident, so the run that breaches is recorded through the monitoring service, as a
     worker records a computed one. The channel comes after the incident: opening it queues no delivery, and
     creating a channel sends nothing (only the URL's form is checked)."""
-    ok = _ok
     headers = engineer.headers
     deploy(client, engineer, "fuzz-model", "1", model="fuzz-model", environment="production")
     body = {"name": "fuzz-monitor", "window_minutes": 60}
-    monitor = ok(client.post("/api/v1/endpoints/fuzz-model/monitors", headers=headers, json=body))
+    monitor = _ok(client.post("/api/v1/endpoints/fuzz-model/monitors", headers=headers, json=body))
     with orgs.db.session(write=True) as session:
         metrics = {"psi_max": 0.5}
         breaches, _ = rules.evaluate_rules(monitor["rules"], metrics)
@@ -232,7 +230,7 @@ def _monitoring_ids(client: TestClient, orgs: Org, engineer: Member) -> dict[str
         incident_id = service.record_run(session, run).incident_id
         assert incident_id is not None
     body = {"name": "fuzz-channel", "kind": "webhook", "target": "https://example.org/hook"}
-    channel = ok(client.post("/api/v1/notification-channels", headers=headers, json=body))
+    channel = _ok(client.post("/api/v1/notification-channels", headers=headers, json=body))
     return {"monitor_id": monitor["id"], "incident_id": incident_id, "channel_id": channel["id"]}
 
 
