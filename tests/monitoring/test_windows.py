@@ -101,18 +101,22 @@ def test_wasserstein_from_a_profile_on_a_million_rows_is_within_its_bound(shape:
     n = 1_000_000
     draw = rng.normal if shape == "normal" else rng.lognormal
     ref_values, cur_values = draw(0.0, 1.0, size=n), draw(0.05, 1.0, size=n)
-    ref = profiled(ref_values)
-    result = evaluate(ref, fed(ref, cur_values, 10))
     expected = stats.wasserstein_normed(ref_values, cur_values)
-    assert result.test == "wasserstein"
-    assert result.approximate
-    assert result.error_bound is not None
-    assert result.statistic is not None
-    error = abs(result.statistic - expected)
-    assert error <= result.error_bound
-    # docs/monitoring.md quotes the measured error: at most about 0.02 over repeated sketches (KLL compaction
-    # is randomized, so the assertion leaves a margin).
-    assert error <= 0.035
+    errors = []
+    # The KLL sketch's compaction is randomized by the library, with no seed to set, so each profile of the same
+    # values is a different sketch: every one must keep its bound, and their typical error is checked on the
+    # median of seven (docs/monitoring.md quotes the spread measured over 300 sketches).
+    for _ in range(7):
+        ref = profiled(ref_values)
+        result = evaluate(ref, fed(ref, cur_values, 10))
+        assert result.test == "wasserstein"
+        assert result.approximate
+        assert result.error_bound is not None
+        assert result.statistic is not None
+        error = abs(result.statistic - expected)
+        assert error <= result.error_bound
+        errors.append(error)
+    assert float(np.median(errors)) <= (0.02 if shape == "normal" else 0.04)
 
 
 def test_wasserstein_from_a_small_raw_reference_is_within_a_tight_bound() -> None:
