@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridgehead import __version__
+from bridgehead.auth.service import TokenCache
 from bridgehead.errors import BridgeheadError, PayloadTooLarge
 from bridgehead.hookspecs import plugin_manager
 from bridgehead.logs import configure_logging, request_id_var
@@ -147,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.artifacts = ArtifactStore(settings.resolved_artifact_root)
     app.state.secret_key = settings.resolved_secret_key()
+    # Tokens authenticated by the hot lanes (inference, MLflow logging); see auth.service.TokenCache.
+    app.state.token_cache = TokenCache(settings.token_cache_seconds)
     app.state.plugins = pm
     console = Console(settings)
     app.state.console = console

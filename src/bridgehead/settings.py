@@ -136,11 +136,20 @@ class Settings(BaseSettings):
         default=1.0,
         ge=0,
         le=60,
-        description="How long inference keeps what it read from the database: an endpoint's traffic policy "
-        "and an authenticated token. Deployment changes made through the same process apply at once; changes "
-        "made through another process (another server, `bridgehead serve`), token revocations and role "
-        "changes reach inference within this time (the rest of the API checks on every request). `0` reads "
-        "both on every request.",
+        description="How long inference keeps an endpoint's traffic policy read from the database. A deploy, "
+        "promote or rollback made through the same process applies to the next request; one made through "
+        "another process (another server, `bridgehead serve`) reaches inference within this time. `0` reads it "
+        "on every request.",
+    )
+    token_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long the high-frequency lanes (inference, and metric, param and tag logging through "
+        "MLflow's API) trust an API token this process has already authenticated, without reading it again. "
+        "A revocation, deactivation or role change made through the same server applies at once; one made "
+        "through another process (the CLI, another server) reaches these lanes within this time. Every other "
+        "route checks the token on each request. `0` turns the cache off.",
     )
     serving_batch_rows: int = Field(
         default=256,

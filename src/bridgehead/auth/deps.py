@@ -13,7 +13,16 @@ from bridgehead.auth.service import Principal, authenticate_session, authenticat
 from bridgehead.errors import PermissionDenied, Unauthenticated
 from bridgehead.store import Database
 
-__all__ = ["BEARER", "SESSION_COOKIE", "ApiPrincipal", "PagePrincipal", "db_of", "get_db", "principal_for"]
+__all__ = [
+    "BEARER",
+    "SESSION_COOKIE",
+    "ApiPrincipal",
+    "PagePrincipal",
+    "db_of",
+    "forget_tokens",
+    "get_db",
+    "principal_for",
+]
 
 SESSION_COOKIE = "bridgehead_session"
 _SAFE = {"GET", "HEAD", "OPTIONS"}
@@ -29,6 +38,15 @@ def db_of(request: Request) -> Database:
 
 
 get_db = db_of
+
+
+def forget_tokens(request: Request) -> None:
+    """After a committed revocation, deactivation or role change: the hot lanes' cached tokens are dropped,
+    so that this process applies the change to the next request (other processes within
+    ``token_cache_seconds``)."""
+    cache = getattr(request.app.state, "token_cache", None)
+    if cache is not None:
+        cache.clear()
 
 
 def principal_for(request: Request, session: Session) -> Principal:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from bridgehead.audit.service import record
 from bridgehead.auth import tokens
-from bridgehead.auth.deps import SESSION_COOKIE, ApiPrincipal, db_of
+from bridgehead.auth.deps import SESSION_COOKIE, ApiPrincipal, db_of, forget_tokens
 from bridgehead.auth.models import Person
 from bridgehead.auth.roles import Action
 from bridgehead.auth.schemas import PasswordChange, TokenCreate, TokenCreated, TokenOut
@@ -48,7 +48,9 @@ def revoke_token(request: Request, principal: ApiPrincipal, token_id: str) -> To
     """Revoke one of your tokens (admins: anyone's)."""
     owner = None if principal.can(Action.TOKEN_MANAGE_ANY) else principal.person_id
     with db_of(request).session(write=True) as session:
-        return TokenOut.model_validate(tokens.revoke_token(session, principal, token_id, owner_id=owner))
+        revoked = TokenOut.model_validate(tokens.revoke_token(session, principal, token_id, owner_id=owner))
+    forget_tokens(request)
+    return revoked
 
 
 @router.post("/me/password", status_code=204, responses=ERRORS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,6 +23,7 @@ from bridgehead.store.base import utcnow
 __all__ = [
     "TOKEN_PREFIX",
     "Principal",
+    "TokenCache",
     "authenticate_password",
     "authenticate_session",
     "authenticate_token",
@@ -173,6 +175,43 @@ def authenticate_token(session: Session, secret: str) -> Principal:
         unit_is_central=bool(row.is_central),
         via="token",
     )
+
+
+class TokenCache:
+    """Bearer tokens this process has authenticated, kept for ``ttl`` seconds (setting
+    ``token_cache_seconds``), so that the high-frequency lanes (inference, and MLflow's metric, param and tag
+    logging) answer a known caller without reading the token from the database. A revocation, expiry,
+    deactivation or role change made through this process clears the cache at once; one made through another
+    process reaches these lanes within ``ttl``. Every other route authenticates on each request. Console
+    sessions are never cached. Keys are SHA-256 digests, never the secret itself."""
+
+    MAX_ITEMS = 10_000
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        self.ttl = ttl
+        self._items: dict[str, tuple[float, Principal]] = {}
+
+    @staticmethod
+    def _key(authorization: str | None) -> str | None:
+        if not authorization or authorization[:7].lower() != "bearer ":
+            return None
+        return _sha256(authorization[7:].strip())
+
+    def get(self, authorization: str | None) -> Principal | None:
+        key = self._key(authorization) if self.ttl > 0 else None
+        hit = self._items.get(key) if key is not None else None
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def put(self, authorization: str | None, principal: Principal) -> None:
+        key = self._key(authorization)
+        if key is None or self.ttl <= 0 or principal.via != "token":
+            return
+        if len(self._items) >= self.MAX_ITEMS:  # many callers: start over rather than grow without bound
+            self._items.clear()
+        self._items[key] = (time.monotonic() + self.ttl, principal)
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 # --- passwords and console sessions -----------------------------------------------------------

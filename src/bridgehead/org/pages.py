@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from bridgehead.auth.deps import PagePrincipal, check_form_csrf, db_of
+from bridgehead.auth.deps import PagePrincipal, check_form_csrf, db_of, forget_tokens
 from bridgehead.auth.roles import Action, Role
 from bridgehead.auth.service import require
 from bridgehead.errors import BridgeheadError
@@ -146,4 +146,5 @@ def update_person(
             )
     except (BridgeheadError, ValidationError) as exc:
         return _fail(request, principal, exc)
+    forget_tokens(request)
     return _done(f"{person.name} updated.")

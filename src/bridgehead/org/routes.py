@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from bridgehead.auth.deps import ApiPrincipal, db_of
+from bridgehead.auth.deps import ApiPrincipal, db_of, forget_tokens
 from bridgehead.auth.roles import Action, Role
 from bridgehead.auth.service import require
 from bridgehead.errors import error_responses
@@ -117,4 +117,6 @@ def update_person(request: Request, principal: ApiPrincipal, person_id: str, bod
     require(principal, Action.PERSON_MANAGE)
     with db_of(request).session(write=True) as session:
         person = service.update_person(session, principal, person_id, **body.model_dump(exclude_unset=True))
-        return PersonOut.model_validate(person)
+        updated = PersonOut.model_validate(person)
+    forget_tokens(request)
+    return updated

@@ -23,7 +23,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from bridgehead.auth.deps import BEARER, ApiPrincipal, db_of, principal_for
-from bridgehead.auth.service import Principal
+from bridgehead.auth.service import Principal, TokenCache
 from bridgehead.errors import BridgeheadError, NotFound, ValidationFailed, error_responses
 from bridgehead.logs import current_request_id
 from bridgehead.serving import protocols, service
@@ -88,8 +88,8 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _callers(request: Request) -> service.CallerCache:
-    cache: service.CallerCache = request.app.state.caller_cache
+def _callers(request: Request) -> TokenCache:
+    cache: TokenCache = request.app.state.token_cache
     return cache
 
 

@@ -17,7 +17,7 @@ from bridgehead.serving.lane import InferenceLane
 from bridgehead.serving.metrics import InferenceMetrics
 from bridgehead.serving.predlog import PredictionLog
 from bridgehead.serving.runtime import ModelRuntime
-from bridgehead.serving.service import CallerCache, EndpointCache
+from bridgehead.serving.service import EndpointCache
 from bridgehead.web import Console
 
 ROUTERS = ("bridgehead.serving.routes", "bridgehead.serving.invoke", "bridgehead.serving.pages")
@@ -60,7 +60,6 @@ def setup_runtime(app: FastAPI) -> None:
     app.state.inference_metrics = InferenceMetrics()
     app.state.micro_batcher = MicroBatcher(app.state.runtime.predict, settings.serving_batch_rows)
     app.state.endpoint_cache = EndpointCache(settings.endpoint_cache_seconds)
-    app.state.caller_cache = CallerCache(settings.endpoint_cache_seconds)
     # Successful inference calls are answered before FastAPI's machinery (see serving.lane).
     app.state.fast_lanes.append((InferenceLane, {"fastapi": app}))
     app.state.predlog = PredictionLog(

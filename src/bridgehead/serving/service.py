@@ -36,7 +36,6 @@ from bridgehead.tracking import service as tracking
 __all__ = [
     "ENVIRONMENTS",
     "STRATEGIES",
-    "CallerCache",
     "EndpointCache",
     "EndpointView",
     "RouteInfo",
@@ -841,38 +840,3 @@ class EndpointCache:
         if view.status != "active":
             raise Conflict(f"Endpoint {name!r} is retired.", details={"endpoint": name})
         return view
-
-
-class CallerCache:
-    """Bearer tokens already authenticated by this process, for ``ttl`` seconds: inference answers a known
-    caller without a database read. A revoked or expired token, or a changed role, is therefore honoured by
-    inference within ``ttl`` (the rest of the API checks on every request). Console sessions are not cached."""
-
-    def __init__(self, ttl: float = 1.0) -> None:
-        self.ttl = ttl
-        self._items: dict[str, tuple[float, Principal]] = {}
-
-    @staticmethod
-    def _key(authorization: str | None) -> str | None:
-        import hashlib
-
-        if not authorization or authorization[:7].lower() != "bearer ":
-            return None
-        return hashlib.sha256(authorization[7:].strip().encode()).hexdigest()
-
-    def get(self, authorization: str | None) -> Principal | None:
-        import time
-
-        key = self._key(authorization)
-        hit = self._items.get(key) if key is not None and self.ttl > 0 else None
-        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
-
-    def put(self, authorization: str | None, principal: Principal) -> None:
-        import time
-
-        key = self._key(authorization)
-        if key is None or self.ttl <= 0 or principal.via != "token":
-            return
-        if len(self._items) > 10_000:  # many callers: start over rather than grow without bound
-            self._items.clear()
-        self._items[key] = (time.monotonic() + self.ttl, principal)

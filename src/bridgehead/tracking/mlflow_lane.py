@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypedDict
 
 from bridgehead.auth.deps import principal_for
+from bridgehead.auth.service import TokenCache
 from bridgehead.errors import BridgeheadError
 from bridgehead.store import Database
 from bridgehead.tracking.mlflow_api import API, write_log
@@ -116,9 +117,10 @@ class LoggingLane:
     """ASGI middleware; see the module docstring. Sits inside the body limit and the request envelope, so
     answers carry the request id and security headers and oversize bodies are refused as everywhere."""
 
-    def __init__(self, app: ASGIApp, db: Database) -> None:
+    def __init__(self, app: ASGIApp, db: Database, tokens: TokenCache | None = None) -> None:
         self.app = app
         self.db = db
+        self.tokens = tokens if tokens is not None else TokenCache(0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
@@ -155,8 +157,16 @@ class LoggingLane:
             run_id = body.get("run_id") or body.get("run_uuid")
             if not run_id:
                 return False
+            authorization = request.headers.get("authorization")
             with self.db.session(write=True, wait=wait) as session:
-                principal = principal_for(request, session)
+                # A token this process authenticated within `token_cache_seconds` is not read again; what
+                # the caller may do with the run is still checked by write_log, on every call.
+                principal = self.tokens.get(authorization)
+                if principal is None:
+                    principal = principal_for(request, session)
+                    self.tokens.put(authorization, principal)
+                else:
+                    request.state.principal = principal
                 write_log(session, principal, run_id, **fields(body))
         except (ValidationError, BridgeheadError):
             return False

@@ -20,4 +20,4 @@ def register_routes(app: FastAPI, console: Console) -> None:
     from bridgehead.tracking.mlflow_lane import LoggingLane
 
     # In front of FastAPI's routing, inside the request context and the body limit (see BridgeheadApp).
-    app.state.fast_lanes.append((LoggingLane, {"db": app.state.db}))
+    app.state.fast_lanes.append((LoggingLane, {"db": app.state.db, "tokens": app.state.token_cache}))
