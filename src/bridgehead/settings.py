@@ -217,6 +217,14 @@ class Settings(BaseSettings):
         description="Delay before the first retry of a failed job; it doubles with each further attempt "
         "(capped at one hour).",
     )
+    jobs_retention_days: int = Field(
+        default=30,
+        ge=0,
+        le=36500,
+        description="Jobs that finished (succeeded, failed or cancelled) more than this many days ago are "
+        "deleted, with their files under `jobs/<id>/` in the artifact store, by the workers about once an hour. "
+        "`0` keeps them forever.",
+    )
     migrate_on_start: bool = Field(
         default=True, description="Apply database migrations when the server starts."
     )

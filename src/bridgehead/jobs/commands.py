@@ -1,5 +1,5 @@
-"""``bridgehead worker`` (run jobs) and ``bridgehead job`` (list, show, cancel): commands for the host, which
-read the database named by the server's settings, like ``bridgehead token``."""
+"""``bridgehead worker`` (run jobs) and ``bridgehead job`` (list, show, cancel, purge): commands for the host,
+which read the database named by the server's settings, like ``bridgehead token``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import getpass
 import json
 import signal
 import socket
+from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
@@ -20,12 +21,13 @@ from bridgehead.errors import BridgeheadError
 from bridgehead.jobs import service
 from bridgehead.jobs.models import STATUSES, Job
 from bridgehead.settings import Settings
-from bridgehead.store import Database
+from bridgehead.store import Database, utcnow
+from bridgehead.store.artifacts import ArtifactStore
 
 __all__ = ["job_app", "worker"]
 
 job_app = typer.Typer(
-    help="Background jobs (batch scoring, monitors): list, show, cancel. Reads the server's database.",
+    help="Background jobs (batch scoring, monitors): list, show, cancel, purge. Reads the server's database.",
     no_args_is_help=True,
 )
 out = RichConsole(soft_wrap=True)
@@ -204,6 +206,56 @@ def cancel_command(
         with db.session(write=True) as session:
             job = service.cancel(session, _actor(), job_id)
             out.print(f"job {job.id} cancelled")
+    except BridgeheadError as exc:
+        _fail(exc.message)
+    finally:
+        db.dispose()
+
+
+# Keeps the cutoff a representable date (and matches BRIDGEHEAD_JOBS_RETENTION_DAYS's bound).
+_MAX_DAYS = 36500
+
+
+@job_app.command("purge")
+def purge_command(
+    older_than_days: Annotated[
+        int | None,
+        typer.Option(
+            help="Delete the jobs that finished more than this many days ago; 0: every finished job. "
+            "Default: BRIDGEHEAD_JOBS_RETENTION_DAYS.",
+            show_default=False,
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete finished jobs (succeeded, failed or cancelled) older than the retention, with their files under
+    jobs/<id>/ in the artifact store; queued and running jobs are never touched. Workers do this about once an
+    hour on their own; this runs it now. Prints how many were deleted; audited (job.purge) as the CLI user."""
+    settings = _settings()
+    days = settings.jobs_retention_days if older_than_days is None else older_than_days
+    if not 0 <= days <= _MAX_DAYS:
+        _fail(f"--older-than-days must be between 0 and {_MAX_DAYS} (got {days}).")
+    if older_than_days is None and days == 0:
+        err.print(
+            "retention is off (BRIDGEHEAD_JOBS_RETENTION_DAYS=0): nothing purged; "
+            "pass --older-than-days to purge anyway"
+        )
+        return
+    older_than = utcnow() - timedelta(days=days)
+    db = _database()
+    try:
+        purged = 0
+        with db.session() as session:
+            waiting = service.has_purgeable(session, older_than)
+        if waiting:
+            if not yes:
+                typer.confirm(
+                    f"Delete every job that finished before {_when(older_than)} UTC, and its files?",
+                    abort=True,
+                )
+            artifacts = ArtifactStore(settings.resolved_artifact_root)
+            purged = service.purge(db, _actor(), older_than, artifacts=artifacts)
+        out.print(f"{purged} job(s) purged (finished before {_when(older_than)} UTC)")
     except BridgeheadError as exc:
         _fail(exc.message)
     finally:

@@ -1,5 +1,5 @@
 """The job queue's operations: enqueue, read and cancel (for people and the host's CLI); claim, heartbeat,
-progress, complete, fail and reclaim (for workers).
+progress, complete, fail and reclaim (for workers); purge (retention, for workers and the host's CLI).
 
 Claiming is atomic on both engines. PostgreSQL picks the next due job with ``SELECT ... FOR UPDATE SKIP
 LOCKED``, so concurrent workers pick different rows without waiting for each other; SQLite write transactions
@@ -16,24 +16,28 @@ heartbeat is judged stale against the reclaiming process's clock.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from bridgehead.audit.service import ActorRef, record
 from bridgehead.auth.roles import Action
 from bridgehead.auth.service import Principal, require
-from bridgehead.errors import Conflict, NotFound, ValidationFailed
+from bridgehead.errors import BridgeheadError, Conflict, NotFound, StoreUnavailable, ValidationFailed
 from bridgehead.jobs.models import FINISHED, STATUSES, Job
+from bridgehead.store import Database
+from bridgehead.store.artifacts import ArtifactStore
 from bridgehead.store.base import new_id, utcnow
 
 __all__ = [
     "BACKOFF_CAP_SECONDS",
+    "PURGE_BATCH",
     "ClaimedJob",
     "backoff_seconds",
     "cancel",
@@ -43,9 +47,12 @@ __all__ = [
     "fail",
     "get_job",
     "has_due",
+    "has_purgeable",
     "has_stale",
     "heartbeat",
     "list_jobs",
+    "purge",
+    "purge_finished",
     "reclaim_stale",
     "record_output_read",
     "release",
@@ -53,7 +60,13 @@ __all__ = [
 ]
 
 BACKOFF_CAP_SECONDS = 3600.0
+# Finished jobs deleted per transaction: SQLite's write lock is never held for long.
+PURGE_BATCH = 500
 _KIND = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+# A job's files live under jobs/<id>/; an id that is not one plain path segment has no such directory.
+_JOB_DIR_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+log = logging.getLogger("bridgehead.jobs")
 
 # A person through the API, or the host operator (the CLI on the server, a schedule), who sees every job.
 Actor = Principal | ActorRef
@@ -414,3 +427,102 @@ def has_stale(session: Session, stale_seconds: float) -> bool:
     cutoff = utcnow() - timedelta(seconds=stale_seconds)
     found = session.scalar(select(Job.id).where(Job.status == "running", Job.heartbeat_at < cutoff).limit(1))
     return found is not None
+
+
+# --- retention ----------------------------------------------------------------------------------------------
+
+
+def _purgeable(older_than: datetime) -> Any:
+    # Finished is final (cancel refuses it, a worker's late writes need a running row): these never run again.
+    return select(Job.id).where(Job.status.in_(FINISHED), Job.finished_at < older_than)
+
+
+def has_purgeable(session: Session, older_than: datetime) -> bool:
+    """Whether a job finished before ``older_than`` is left (a read, before taking the write lock to purge)."""
+    return session.scalar(_purgeable(older_than).limit(1)) is not None
+
+
+def _remove_files(artifacts: ArtifactStore, job_id: str) -> None:
+    if not _JOB_DIR_ID.match(job_id):
+        return
+    try:
+        artifacts.delete(f"jobs/{job_id}")
+    except BridgeheadError as exc:
+        if exc.status >= 500:
+            raise
+        # The store refused the path (a link out of its root): what it points to is not Bridgehead's to delete.
+        log.warning("job %s: files not removed: %s", job_id, exc.message)
+    except Exception as exc:
+        raise StoreUnavailable(
+            f"Could not remove the files of job {job_id} from the artifact store: {exc}",
+            details={"job_id": job_id},
+        ) from exc
+
+
+def purge_finished(
+    session: Session,
+    older_than: datetime,
+    *,
+    artifacts: ArtifactStore | None = None,
+    limit: int = PURGE_BATCH,
+) -> int:
+    """Delete up to ``limit`` jobs that finished (succeeded, failed or cancelled) before ``older_than``, oldest
+    first, in the caller's transaction, with their files under ``jobs/<id>/`` in ``artifacts``; queued and
+    running jobs are never touched. Returns how many were deleted.
+
+    Files go first: should the transaction then fail, the rows stay (their output answers "no longer in the
+    artifact store") and the next purge takes them, whereas files whose row is gone would never be found
+    again. A store error stops the purge (StoreUnavailable) with this batch's rows kept."""
+    if older_than.tzinfo is None:
+        raise ValueError("older_than must be timezone-aware (UTC)")
+    stmt = _purgeable(older_than).order_by(Job.finished_at, Job.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)  # another worker purging at the same time takes others
+    ids = list(session.scalars(stmt))
+    if not ids:
+        return 0
+    if artifacts is not None:
+        for job_id in ids:
+            _remove_files(artifacts, job_id)
+    deleted = cast(
+        CursorResult[Any],
+        session.execute(
+            delete(Job)
+            .where(Job.id.in_(ids), Job.status.in_(FINISHED), Job.finished_at < older_than)
+            .execution_options(synchronize_session=False)
+        ),
+    )
+    return int(deleted.rowcount)
+
+
+def purge(
+    db: Database,
+    actor: Actor,
+    older_than: datetime,
+    *,
+    artifacts: ArtifactStore | None = None,
+    batch: int = PURGE_BATCH,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Purge every job that finished before ``older_than`` (``purge_finished``), one write transaction per
+    batch, and record one ``job.purge`` audit event for the run when any was deleted (also when a later batch
+    fails: what was deleted stays deleted). ``should_stop`` is asked between batches (a worker shutting down).
+    Returns how many were deleted."""
+    with db.session() as session:
+        if not has_purgeable(session, older_than):
+            return 0
+    total = 0
+    try:
+        while True:
+            with db.session(write=True) as session:
+                deleted = purge_finished(session, older_than, artifacts=artifacts, limit=batch)
+            total += deleted
+            if deleted < batch or (should_stop is not None and should_stop()):
+                return total
+    finally:
+        if total:
+            with db.session(write=True) as session:
+                record(
+                    session, actor, "job.purge", "job", "*",
+                    changes={"count": total, "finished_before": older_than.isoformat()},
+                )  # fmt: skip

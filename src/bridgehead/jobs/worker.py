@@ -12,6 +12,9 @@
   failure of the loop itself (the database away) is logged and retried at the next poll. While jobs run, the
   loop marks them alive every ``BRIDGEHEAD_JOBS_HEARTBEAT_SECONDS``; a worker that dies leaves stale heartbeats,
   and any worker takes those jobs back after ``BRIDGEHEAD_JOBS_STALE_SECONDS``.
+- **Retention**: about once an hour (and when it starts), a worker deletes the jobs that finished more than
+  ``BRIDGEHEAD_JOBS_RETENTION_DAYS`` ago, with their files (``service.purge``), on a thread of its own: a long
+  first purge never holds up claiming or heartbeats.
 """
 
 from __future__ import annotations
@@ -28,17 +31,19 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 import pluggy
 from sqlalchemy.orm import Session
 
+from bridgehead.audit.service import ActorRef
 from bridgehead.auth.service import Principal, principal_of
 from bridgehead.errors import BridgeheadError, JobCancelled, PermissionDenied, ValidationFailed
 from bridgehead.jobs import service
 from bridgehead.jobs.service import ClaimedJob
 from bridgehead.settings import Settings
-from bridgehead.store import Database
+from bridgehead.store import Database, utcnow
 from bridgehead.store.artifacts import ArtifactStore
 
 __all__ = [
@@ -59,6 +64,10 @@ log = logging.getLogger("bridgehead.jobs")
 Handler = Callable[["JobContext"], dict[str, Any] | None]
 # At most this often a handler's progress reports are written (each write is also a heartbeat).
 PROGRESS_WRITE_SECONDS = 0.25
+# How often a worker purges finished jobs past retention: the cutoff moves by the hour, so more often is waste.
+PURGE_EVERY_SECONDS = 3600.0
+# Who the audit trail names for the purges workers run.
+RETENTION_ACTOR = ActorRef(email="jobs@bridgehead")
 
 
 class JobKinds:
@@ -376,6 +385,7 @@ class Worker:
         self.heartbeat_seconds = settings.jobs_heartbeat_seconds
         self.stale_seconds = settings.jobs_stale_seconds
         self.backoff_seconds = settings.jobs_retry_backoff_seconds
+        self.retention_days = settings.jobs_retention_days
         self._running: dict[str, _Running] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -383,6 +393,8 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._next_heartbeat = 0.0
         self._next_reclaim = 0.0
+        self._next_purge = 0.0
+        self._purger: threading.Thread | None = None
 
     # -- life cycle
 
@@ -411,6 +423,8 @@ class Worker:
         self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._purger is not None:
+            self._purger.join(timeout)  # it stops after its current batch
         pending = [r.future for r in self._running.values()]
         if pending:
             wait_futures(pending, timeout=timeout)
@@ -430,12 +444,15 @@ class Worker:
             self._wake.wait(min(self.poll_seconds, self.heartbeat_seconds))
 
     def run_once(self) -> int:
-        """Run jobs until none is due and none runs; returns how many attempts ended."""
+        """Run jobs until none is due and none runs (and a purge it started has ended); returns how many
+        attempts ended."""
         ended = 0
         while True:
             claimed = self._tick()
             ended += self._reap()
             if not self._running and not claimed:
+                if self._purger is not None:
+                    self._purger.join()
                 return ended
             futures = [r.future for r in self._running.values()]
             if futures:
@@ -450,6 +467,10 @@ class Worker:
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.heartbeat_seconds
             self._reclaim()
+        if self.retention_days > 0 and now >= self._next_purge and not self._purging():
+            self._next_purge = now + PURGE_EVERY_SECONDS
+            self._purger = threading.Thread(target=self._purge, name="bridgehead-job-purge", daemon=True)
+            self._purger.start()
         if self._running and now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_seconds
             self._heartbeat()
@@ -464,6 +485,26 @@ class Worker:
             taken = service.reclaim_stale(session, self.stale_seconds, self.backoff_seconds)
         for job_id in taken:
             log.warning("job %s taken back: its worker stopped reporting", job_id)
+
+    def _purging(self) -> bool:
+        return self._purger is not None and self._purger.is_alive()
+
+    def _purge(self) -> None:
+        """Retention, on the purge thread. A failure (the database or the artifact store away) is logged and
+        left to the next hour's purge; what was deleted before it stays deleted."""
+        older_than = utcnow() - timedelta(days=self.retention_days)
+        try:
+            purged = service.purge(
+                self.env.db, RETENTION_ACTOR, older_than,
+                artifacts=self.env.artifacts, should_stop=self._stop.is_set,
+            )  # fmt: skip
+        except Exception:
+            log.exception("job worker %s: purging finished jobs failed; next try in an hour", self.worker_id)
+            return
+        if purged:
+            log.info(
+                "purged %d job(s) that finished before %s", purged, f"{older_than:%Y-%m-%d %H:%M:%S} UTC"
+            )
 
     def _heartbeat(self) -> None:
         claims = [(r.job.id, r.job.attempt) for r in self._running.values()]
