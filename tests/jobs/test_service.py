@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from bridgehead.errors import Conflict, ValidationFailed
+from bridgehead.errors import Conflict, StoreUnavailable, ValidationFailed
 from bridgehead.jobs import service
 from bridgehead.jobs.models import Job
 from bridgehead.jobs.worker import JobContext
@@ -136,6 +136,32 @@ def test_errors_of_the_input_are_not_retried(workers: Workers, orgs: Org, db: Da
     assert worker.run_once() == 1
     job = read(db, job_id)
     assert (job.status, job.attempts, job.error) == ("failed", 1, "ValidationFailed: column 'age' is missing")
+
+
+@pytest.mark.parametrize(
+    ("asked", "expected"),
+    [
+        (None, 0.5),  # the queue's own backoff
+        (0.1, 0.5),  # never shorter than the backoff
+        (7, 7.0),
+        (86_400, service.MAX_RETRY_AFTER_S),  # capped
+        ("soon", 0.5),  # not a number: ignored
+        (-3, 0.5),
+        (True, 0.5),
+    ],
+)
+def test_a_handler_may_ask_for_a_longer_wait_before_the_retry(
+    workers: Workers, orgs: Org, db: Database, asked: Any, expected: float
+) -> None:
+    def busy(ctx: JobContext) -> None:
+        raise StoreUnavailable("the receiver is busy", details={"retry_after_seconds": asked})
+
+    worker = workers({"t.busy": busy})
+    job_id = enqueue(db, "t.busy", unit=orgs.central_id, max_attempts=3)
+    assert worker.run_once() == 1
+    job = read(db, job_id)
+    assert job.status == "queued" and job.heartbeat_at is not None
+    assert job.run_after - job.heartbeat_at == timedelta(seconds=expected)
 
 
 def test_backoff_doubles_and_is_capped() -> None:

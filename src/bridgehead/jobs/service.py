@@ -17,6 +17,7 @@ heartbeat is judged stale against the reclaiming process's clock.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from bridgehead.store.base import new_id, utcnow
 
 __all__ = [
     "BACKOFF_CAP_SECONDS",
+    "MAX_RETRY_AFTER_S",
     "PURGE_BATCH",
     "ClaimedJob",
     "backoff_seconds",
@@ -60,6 +62,8 @@ __all__ = [
 ]
 
 BACKOFF_CAP_SECONDS = 3600.0
+# The longest delay a failed attempt's `retry_after_s` may ask for: a receiver cannot park a job for days.
+MAX_RETRY_AFTER_S = 3600.0
 # Finished jobs deleted per transaction: SQLite's write lock is never held for long.
 PURGE_BATCH = 500
 _KIND = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
@@ -360,9 +364,12 @@ def fail(
     *,
     retry: bool,
     backoff_base: float,
+    retry_after_s: float | None = None,
 ) -> str | None:
     """Record a failed attempt: back to the queue after a backoff while attempts remain and ``retry`` (the
-    failure may pass), else failed. Returns the new status, or None when the job was no longer this worker's."""
+    failure may pass), else failed. ``retry_after_s`` (what the other side asked for, e.g. an HTTP
+    ``Retry-After``) lengthens the backoff, up to ``MAX_RETRY_AFTER_S``; it never shortens it. Returns the new
+    status, or None when the job was no longer this worker's."""
     job: Job | None = session.scalar(select(Job).where(_owned(job_id, worker_id, attempt)).with_for_update())
     if job is None:
         return None
@@ -372,7 +379,10 @@ def fail(
     if retry and job.attempts < job.max_attempts:
         job.status = "queued"
         job.worker_id = None
-        job.run_after = now + timedelta(seconds=backoff_seconds(backoff_base, job.attempts))
+        delay = backoff_seconds(backoff_base, job.attempts)
+        if retry_after_s is not None and math.isfinite(retry_after_s):
+            delay = max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
+        job.run_after = now + timedelta(seconds=delay)
     else:
         job.status = "failed"
         job.finished_at = now

@@ -323,15 +323,27 @@ def run_claimed(
             "job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempt, message, exc_info=retry
         )
 
+        retry_after = _retry_after(exc)
+
         def failed(session: Session) -> str | None:
             return service.fail(
-                session, job.worker_id, job.id, job.attempt, message, retry=retry, backoff_base=backoff
-            )
+                session, job.worker_id, job.id, job.attempt, message, retry=retry, backoff_base=backoff,
+                retry_after_s=retry_after,
+            )  # fmt: skip
 
         return _record(db, job, "failed", failed)
     return _record(
         db, job, "succeeded", lambda s: service.complete(s, job.worker_id, job.id, job.attempt, result)
     )
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The delay a handler's error asks for before the next attempt: ``details["retry_after_seconds"]`` of a
+    BridgeheadError (a webhook receiver's ``Retry-After``), when it is a number of seconds."""
+    value = exc.details.get("retry_after_seconds") if isinstance(exc, BridgeheadError) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return None
+    return float(value)
 
 
 def _record(db: Database, job: ClaimedJob, outcome: str, write: Callable[[Session], Any]) -> str:

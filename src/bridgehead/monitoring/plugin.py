@@ -147,7 +147,7 @@ def handle_notify(ctx: Any) -> dict[str, Any]:
             f"[Bridgehead] {inc['severity']}: {inc['title']}",
             text,
         )
-    result = {
+    result: dict[str, Any] = {
         "ok": delivery.ok,
         "status": delivery.status,
         "error": delivery.error,
@@ -157,5 +157,9 @@ def handle_notify(ctx: Any) -> dict[str, Any]:
     if delivery.ok:
         return result
     if delivery.retryable:
-        raise StoreUnavailable(f"Notification not delivered, will retry: {delivery.error}", details=result)
+        if delivery.retry_after_s is not None:
+            result["retry_after_seconds"] = delivery.retry_after_s  # the queue waits at least this long
+        raise StoreUnavailable(
+            f"Notification not delivered (retried while attempts remain): {delivery.error}", details=result
+        )
     raise BadRequest(f"Notification refused by the receiver: {delivery.error}", details=result)
