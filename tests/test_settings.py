@@ -39,12 +39,29 @@ def test_environment_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
         ("port", 70000),
         ("log_level", "LOUD"),
         ("max_body_bytes", 1),
+        ("public_url", "bridgehead.bank.example"),
+        ("public_url", "ftp://bridgehead.bank.example"),
+        ("public_url", "https://"),
+        ("public_url", "https://bh.example/?x=1"),
     ],
 )
 def test_invalid_values_are_refused_with_the_field_named(field: str, value: object) -> None:
     with pytest.raises(ValidationError) as info:
         Settings(**{field: value})
     assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        (None, None),
+        ("", None),
+        ("https://bridgehead.bank.example/", "https://bridgehead.bank.example"),
+        (" http://10.0.0.5:8000/bh ", "http://10.0.0.5:8000/bh"),
+    ],
+)
+def test_public_url_is_kept_without_its_trailing_slash(given: str | None, kept: str | None) -> None:
+    assert Settings(public_url=given).public_url == kept
 
 
 def test_secret_key_is_generated_once_and_kept_private(tmp_path: Path) -> None:

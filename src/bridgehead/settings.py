@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,12 @@ class Settings(BaseSettings):
         "directory. Set the same value on every server when several servers share one database.",
     )
     host: str = Field(default="127.0.0.1", description="Address the server binds to.")
+    public_url: str | None = Field(
+        default=None,
+        description="The address people open the console at, e.g. `https://bridgehead.bank.example`: "
+        "notifications (webhook payloads, e-mails) link to incidents with it. Unset, their links are relative "
+        "(`/incidents/<id>`).",
+    )
     port: int = Field(default=8080, ge=1, le=65535, description="Port the server listens on.")
     log_level: LogLevel = Field(default="INFO", description="Least severe log level written (JSON lines).")
     max_body_bytes: int = Field(
@@ -236,6 +243,20 @@ class Settings(BaseSettings):
     token: SecretStr | None = Field(
         default=None, description="Client side: the API token the Python SDK sends as a Bearer token."
     )
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment:
+            raise ValueError(
+                f"public_url must be an http:// or https:// address with a host, like "
+                f"https://bridgehead.bank.example (got {value[:100]!r})"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -46,6 +46,7 @@ def settings(database_url: str, tmp_path: Path, smtp: tuple[Inbox, Controller]) 
         smtp_port=controller.port,
         smtp_starttls=False,
         smtp_from="Bridgehead <alerts@bank.example>",
+        public_url="https://bridgehead.bank.example/",
     )
 
 
@@ -77,4 +78,6 @@ def test_an_opened_incident_is_e_mailed_to_the_channel(
     assert sorted(envelope.rcpt_tos) == ["ops@bank.example", "risk@bank.example"]
     assert message["Subject"].startswith("[Bridgehead] ") and "credit" in message["Subject"]
     body = message.get_body(preferencelist=("plain",))
-    assert body is not None and f"/incidents/{result['incident_id']}" in body.get_content()
+    # Absolute, with the configured public URL (its trailing slash dropped): a link the reader can open.
+    link = f"https://bridgehead.bank.example/incidents/{result['incident_id']}"
+    assert body is not None and f"Open it in Bridgehead: {link}" in body.get_content().splitlines()

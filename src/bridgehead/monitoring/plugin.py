@@ -120,7 +120,9 @@ def handle_notify(ctx: Any) -> dict[str, Any]:
         incident = session.get(Incident, params["incident_id"])
         if channel is None or incident is None:
             raise NotFound("The channel or the incident of this notification no longer exists.")
-        payload = service.incident_payload(session, incident, str(params.get("event", "incident.opened")))
+        payload = service.incident_payload(
+            session, incident, str(params.get("event", "incident.opened")), ctx.settings.public_url or ""
+        )
         kind, target, channel_id = channel.kind, channel.target, channel.id
     if kind == "webhook":
         delivery = notify.send_webhook(
