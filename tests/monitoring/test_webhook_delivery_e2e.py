@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,15 +52,14 @@ NOTIFY_KIND = "monitoring.notify"
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        home=tmp_path / "home",
-        database_url=database_url,
-        secret_key="test-secret-key-not-for-production",
-        log_level="INFO",
-        jobs_retry_backoff_seconds=BACKOFF_S,
-        jobs_poll_seconds=0.05,  # retries are found by polling (only new jobs wake the worker)
-        webhook_timeout_seconds=TIMEOUT_S,
+def settings(settings: Settings) -> Settings:
+    """The suite's settings (tests/conftest.py), with fast retries and a short webhook timeout."""
+    return settings.model_copy(
+        update={
+            "jobs_retry_backoff_seconds": BACKOFF_S,
+            "jobs_poll_seconds": 0.05,  # retries are found by polling (only new jobs wake the worker)
+            "webhook_timeout_seconds": TIMEOUT_S,
+        }
     )
 
 

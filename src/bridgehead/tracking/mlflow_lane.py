@@ -117,10 +117,10 @@ class LoggingLane:
     """ASGI middleware; see the module docstring. Sits inside the body limit and the request envelope, so
     answers carry the request id and security headers and oversize bodies are refused as everywhere."""
 
-    def __init__(self, app: ASGIApp, db: Database, tokens: TokenCache | None = None) -> None:
+    def __init__(self, app: ASGIApp, db: Database, tokens: TokenCache) -> None:
         self.app = app
         self.db = db
-        self.tokens = tokens if tokens is not None else TokenCache(0)
+        self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
