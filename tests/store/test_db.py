@@ -15,7 +15,7 @@ from bridgehead.store.models import metadata
 
 def test_migrations_create_every_model_table_and_are_idempotent(db: Database) -> None:
     upgrade(db)  # already at head: a no-op, not an error
-    assert current_revision(db) == head_revision() == "0007"
+    assert current_revision(db) == head_revision() == "0008"
     tables = set(inspect(db.engine).get_table_names())
     assert set(metadata.tables) <= tables
 
@@ -95,12 +95,7 @@ def test_write_sessions_serialize_on_sqlite(tmp_path) -> None:  # type: ignore[n
     db.dispose()
 
 
-def test_migration_0003_merges_duplicate_metric_points(db: Database) -> None:
-    """Points stored twice by racing writers before 0003 become one row, linked to a model if a copy was."""
-    from alembic import command
-
-    from bridgehead.store.migrate import alembic_config
-
+def _run_r1(db: Database) -> None:
     with db.session(write=True) as session:
         unit = BusinessUnit(slug="central", name="Central", is_central=True)
         session.add(unit)
@@ -113,6 +108,15 @@ def test_migration_0003_merges_duplicate_metric_points(db: Database) -> None:
             ),
             {"unit": unit.id},
         )
+
+
+def test_migration_0003_merges_duplicate_metric_points(db: Database) -> None:
+    """Points stored twice by racing writers before 0003 become one row, linked to a model if a copy was."""
+    from alembic import command
+
+    from bridgehead.store.migrate import alembic_config
+
+    _run_r1(db)
     command.downgrade(alembic_config(db), "0002")
     insert = text(
         'INSERT INTO metrics (run_id, "key", value, is_nan, timestamp_ms, step, model_id) '
@@ -140,6 +144,73 @@ def test_migration_0003_merges_duplicate_metric_points(db: Database) -> None:
         ]
         with pytest.raises(IntegrityError):
             conn.execute(insert, {"key": "acc", "value": 0.6, "step": 2, "model": None})
+
+
+_POINTS = (
+    'SELECT run_id, "key", step, timestamp_ms, value, is_nan, model_id FROM metrics ORDER BY "key", step'
+)
+
+
+def test_migration_0008_keys_metric_points_by_the_point_and_keeps_every_row(db: Database) -> None:
+    """0008 drops the surrogate id: the point is the key (a WITHOUT ROWID table on SQLite). Every row, its NaN
+    flag and its model link survive the upgrade and the downgrade; an identical point is still refused."""
+    from alembic import command
+
+    from bridgehead.store.migrate import alembic_config
+
+    _run_r1(db)
+    command.downgrade(alembic_config(db), "0007")
+    insert = text(
+        'INSERT INTO metrics (run_id, "key", value, is_nan, timestamp_ms, step, model_id) '
+        "VALUES ('r1', :key, :value, :nan, :ts, :step, :model)"
+    )
+    points = [
+        ("loss", 0.9, False, 10, 1, None),
+        ("acc", 0.5, False, 10, 1, "m-1"),
+        ("acc", 0.0, True, 11, 2, None),
+        ("acc", 0.5, False, 12, 2, None),
+        ("acc", 0.7, False, 12, 2, None),  # same step and time, another value: a point of its own
+    ]
+    with db.engine.begin() as conn:
+        for key, value, nan, ts, step, model in points:
+            conn.execute(
+                insert, {"key": key, "value": value, "nan": nan, "ts": ts, "step": step, "model": model}
+            )
+        before = [tuple(r) for r in conn.execute(text(_POINTS)).all()]
+    assert len(before) == len(points)
+
+    upgrade(db)
+    inspector = inspect(db.engine)
+    assert "id" not in {c["name"] for c in inspector.get_columns("metrics")}
+    assert inspector.get_pk_constraint("metrics")["constrained_columns"] == [
+        "run_id",
+        "key",
+        "step",
+        "timestamp_ms",
+        "value",
+        "is_nan",
+    ]
+    assert "ux_metrics_point" not in {i["name"] for i in inspector.get_indexes("metrics")}
+    with db.engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(text(_POINTS)).all()] == before
+        if db.is_sqlite:
+            ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'metrics'")).scalar_one()
+            assert "WITHOUT ROWID" in ddl
+        with pytest.raises(IntegrityError):
+            conn.execute(
+                insert, {"key": "acc", "value": 0.5, "nan": False, "ts": 12, "step": 2, "model": None}
+            )
+
+    command.downgrade(alembic_config(db), "0007")
+    inspector = inspect(db.engine)
+    assert "id" in {c["name"] for c in inspector.get_columns("metrics")}
+    assert "ux_metrics_point" in {i["name"] for i in inspector.get_indexes("metrics")}
+    with db.engine.begin() as conn:
+        assert [tuple(r) for r in conn.execute(text(_POINTS)).all()] == before
+        conn.execute(insert, {"key": "new", "value": 1.0, "nan": False, "ts": 13, "step": 3, "model": None})
+    upgrade(db)
+    with db.engine.connect() as conn:
+        assert len(conn.execute(text(_POINTS)).all()) == len(points) + 1
 
 
 def test_nowait_write_session_refuses_at_once_when_another_writer_holds_sqlite(tmp_path) -> None:  # type: ignore[no-untyped-def]

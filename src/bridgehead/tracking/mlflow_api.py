@@ -425,7 +425,7 @@ def write_log(
     principal: Principal,
     run_id: str,
     *,
-    metrics: list[tracking.MetricIn] | None = None,
+    metrics: list[tracking.MetricPoint] | None = None,
     params: list[tuple[str, str]] | None = None,
     tags: list[tuple[str, str]] | None = None,
 ) -> None:

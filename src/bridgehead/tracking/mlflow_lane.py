@@ -29,7 +29,7 @@ from bridgehead.errors import BridgeheadError
 from bridgehead.store import Database
 from bridgehead.tracking.mlflow_api import API, write_log
 from bridgehead.tracking.mlflow_wire import Int64
-from bridgehead.tracking.service import MetricIn, now_ms
+from bridgehead.tracking.service import MetricPoint, now_ms
 
 __all__ = ["LoggingLane", "read_body", "replay"]
 
@@ -71,11 +71,12 @@ class _Batch(_Ref):
     tags: NotRequired[list[_Pair]]
 
 
-def _points(points: list[_Point]) -> list[MetricIn]:
+def _points(points: list[_Point]) -> list[MetricPoint]:
+    # Plain tuples (`MetricPoint`): a named tuple's constructor is Python code, and took a third of the rows'
+    # time in a 1,000-point batch.
     now = now_ms()
     return [
-        MetricIn(p["key"], p["value"], p.get("timestamp") or now, p.get("step", 0), p.get("model_id"))
-        for p in points
+        (p["key"], p["value"], p.get("timestamp") or now, p.get("step", 0), p.get("model_id")) for p in points
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -59,6 +60,7 @@ from bridgehead.tracking.search import Clause, OrderBy, parse_filter, parse_orde
 __all__ = [
     "DEFAULT_EXPERIMENT_ID",
     "MetricIn",
+    "MetricPoint",
     "check_writable",
     "count_experiments",
     "count_metric_history",
@@ -138,6 +140,10 @@ class MetricIn(NamedTuple):
     timestamp_ms: int
     step: int = 0
     model_id: str | None = None
+
+
+# What ``log_batch`` takes: a `MetricIn`, or the same fields as a plain tuple (the logging lane builds those).
+MetricPoint = MetricIn | tuple[str, float, int, int, str | None]
 
 
 @dataclass
@@ -600,7 +606,7 @@ def delete_tag(session: Session, principal: Principal, run_id: str, key: str) ->
 
 # MLflow's semantics: a point identical to one already logged (key, timestamp, step, value) is stored once,
 # so a retried batch is idempotent; sent again with a model id (as ``log_model`` does), the stored point is
-# linked to that model. The unique index ``ux_metrics_point`` makes that one statement, with no read first.
+# linked to that model. The table's key (the point) makes that one statement, with no read first.
 _METRICS_UPSERT = (
     'INSERT INTO metrics (run_id, "key", value, is_nan, timestamp_ms, step, model_id) '
     "VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) "
@@ -632,12 +638,15 @@ _LATEST_METRIC_UPSERT = text(
 )
 
 
+_STEP_THEN_TIME = operator.itemgetter(5, 4)
+
+
 def log_batch(
     session: Session,
     principal: Principal,
     run_id: str,
     *,
-    metrics: Iterable[MetricIn] = (),
+    metrics: Iterable[MetricPoint] = (),
     params: dict[str, str] | None = None,
     tags: dict[str, str] | None = None,
 ) -> None:
@@ -670,21 +679,16 @@ def log_batch(
         session.merge(RunTag(run_id=run.id, key=key, value=str(value)[:MAX_TAG_VALUE]))
         if key == "mlflow.runName":
             session.execute(update(Run).where(Run.id == run.id).values(name=str(value)[:250]))
-    rows: list[tuple[Any, ...]] = []
-    latest: dict[str, tuple[Any, ...]] = {}
-    checked: set[str] = set()
-    for name, number, stamp, step, model_id in metrics:  # up to 1,000 points a call: kept lean
-        if name not in checked:
-            check_key(name, "Metric")
-            checked.add(name)
-        number = float(number)
-        is_nan = math.isnan(number)
-        step, stamp = int(step), int(stamp)
-        row = (run.id, name, 0.0 if is_nan else number, is_nan, stamp, step, model_id)
-        rows.append(row)
-        best = latest.get(name)
-        if best is None or (step, stamp) >= (best[5], best[4]):
-            latest[name] = row
+    # Up to 1,000 points a call, so built with as little Python per point as possible. The values come from
+    # the APIs' validation (floats and integers already); NaN is stored as 0.0 with its flag.
+    rid = run.id
+    rows = [(rid, key, value, False, stamp, step, model_id) for key, value, stamp, step, model_id in metrics]
+    for name in {row[1] for row in rows}:
+        check_key(name, "Metric")
+    if any(row[2] != row[2] for row in rows):
+        rows = [(*row[:2], 0.0, True, *row[4:]) if row[2] != row[2] else row for row in rows]
+    # Each key's latest point by (step, timestamp); of equals, the last sent (a stable sort).
+    latest = {row[1]: row for row in sorted(rows, key=_STEP_THEN_TIME)}
     if rows:
         connection = session.connection()
         # Straight to the driver's executemany: SQLAlchemy's per-row parameter handling cost more than
@@ -825,7 +829,7 @@ def metric_history(
     return session.scalars(
         select(Metric)
         .where(Metric.run_id == run.id, Metric.key == key)
-        .order_by(Metric.step, Metric.timestamp_ms, Metric.id)
+        .order_by(Metric.step, Metric.timestamp_ms, Metric.value, Metric.is_nan)
         .limit(limit)
         .offset(offset)
     ).all()
@@ -1093,7 +1097,7 @@ def metric_histories(session: Session, run_ids: list[str]) -> dict[str, dict[str
     rows = session.scalars(
         select(Metric)
         .where(Metric.run_id.in_(run_ids))
-        .order_by(Metric.run_id, Metric.key, Metric.step, Metric.timestamp_ms, Metric.id)
+        .order_by(Metric.run_id, Metric.key, Metric.step, Metric.timestamp_ms, Metric.value, Metric.is_nan)
     )
     for m in rows:
         found[m.run_id].setdefault(m.key, []).append(m)
