@@ -236,6 +236,62 @@ def test_nowait_write_session_refuses_at_once_when_another_writer_holds_sqlite(t
     db.dispose()
 
 
+def test_driver_write_commits_rolls_back_refuses_at_once_and_translates_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``Database.driver_write``, SQLite's own connection for the logging lane: committed when the block ends,
+    rolled back when it raises, WriteLockBusy at once when another writer holds the lock, and the driver's
+    errors become Bridgehead errors; the pooled connection goes back waiting for locks as before."""
+    import sqlite3
+    import time
+
+    from bridgehead.store.db import WriteLockBusy
+
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (k TEXT PRIMARY KEY)")
+
+    def keys() -> list[str]:
+        with db.engine.connect() as conn:
+            return [r[0] for r in conn.exec_driver_sql("SELECT k FROM t ORDER BY k")]
+
+    with db.driver_write() as driver:
+        driver.execute("INSERT INTO t VALUES ('a')")
+    assert keys() == ["a"]
+    with pytest.raises(RuntimeError), db.driver_write() as driver:
+        driver.execute("INSERT INTO t VALUES ('b')")
+        raise RuntimeError("the caller failed")
+    assert keys() == ["a"]
+    with pytest.raises(Conflict), db.driver_write() as driver:
+        driver.execute("INSERT INTO t VALUES ('c')")
+        driver.execute("INSERT INTO t VALUES ('a')")
+    with pytest.raises(StoreUnavailable), db.driver_write() as driver:
+        driver.execute("INSERT INTO missing VALUES ('d')")
+    assert keys() == ["a"]
+
+    holder = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    started = time.perf_counter()
+    with pytest.raises(WriteLockBusy), db.driver_write():
+        pass
+    assert time.perf_counter() - started < 5  # refused, not queued behind the 30 s busy timeout
+    holder.execute("ROLLBACK")
+    holder.close()
+    with db.driver_write() as driver:
+        driver.execute("INSERT INTO t VALUES ('e')")
+    assert keys() == ["a", "e"]
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+    db.dispose()
+
+
+def test_driver_write_is_for_sqlite_only(db: Database) -> None:
+    if db.is_sqlite:
+        with db.driver_write() as driver:
+            assert driver.execute("SELECT 1").fetchone() == (1,)
+    else:
+        with pytest.raises(RuntimeError), db.driver_write():
+            pass
+
+
 def test_wal_is_checkpointed_in_the_background(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Large writes leave the log for the background thread to copy into the database file, so no commit
     pays for the copy; the file grows without anyone asking for a checkpoint."""

@@ -884,18 +884,66 @@ def test_logging_while_another_writer_holds_sqlite_waits_instead_of_failing(
 
     eid = admin_api.experiment("contended")
     run_id = admin_api.run(eid)["info"]["run_id"]
+    # The first call authenticates from the database; the second, under contention, has its token cached
+    # and so tries the driver's own connection (Database.driver_write) first.
+    admin_api.ok(
+        "POST", "runs/log-metric", {"run_id": run_id, "key": "k", "value": 1.0, "timestamp": 1, "step": 0}
+    )
     path = settings.resolved_database_url.removeprefix("sqlite:///")
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     release = threading.Timer(0.5, lambda: holder.execute("ROLLBACK"))
     release.start()
     admin_api.ok(
-        "POST", "runs/log-metric", {"run_id": run_id, "key": "k", "value": 3.0, "timestamp": 1, "step": 0}
+        "POST", "runs/log-metric", {"run_id": run_id, "key": "k", "value": 3.0, "timestamp": 2, "step": 1}
     )
     release.join()
     holder.close()
     history = admin_api.ok("GET", "metrics/get-history", run_id=run_id, metric_key="k")["metrics"]
-    assert [m["value"] for m in history] == [3.0]
+    assert [m["value"] for m in history] == [1.0, 3.0]
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+def test_refusals_on_the_lanes_driver_path_are_answered_as_the_routes_answer_them(
+    client: TestClient, orgs: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite, a metric-only call whose token the lane has cached is written on the driver's own
+    connection. Whatever that path refuses (another unit's run, a viewer, a deleted run, a missing run, a
+    bad key) goes to the route, so the answer is the one the first, uncached call got; nothing is written."""
+    taken: list[bool] = []
+    original = Database.driver_write
+
+    def counted(self: Database) -> Any:
+        taken.append(True)
+        return original(self)
+
+    monkeypatch.setattr(Database, "driver_write", counted)
+    a = Api(client, orgs.member(Role.DATA_SCIENTIST, unit="unit-a"))
+    b = Api(client, orgs.member(Role.DATA_SCIENTIST, unit="unit-b"))
+    viewer = Api(client, orgs.member(Role.BUSINESS_USER, unit="unit-a"))
+    eid = a.experiment("driver-path")
+    run_id = a.run(eid)["info"]["run_id"]
+    gone = a.run(eid)["info"]["run_id"]
+    a.ok("POST", "runs/delete", {"run_id": gone})
+    point = {"key": "k", "value": 1.0, "timestamp": 5, "step": 0}
+    cases = [
+        (b, {"run_id": run_id, **point}, 404, "RESOURCE_DOES_NOT_EXIST"),
+        (viewer, {"run_id": run_id, **point}, 403, "PERMISSION_DENIED"),
+        (a, {"run_id": gone, **point}, 400, "INVALID_PARAMETER_VALUE"),
+        (a, {"run_id": "0" * 32, **point}, 404, "RESOURCE_DOES_NOT_EXIST"),
+        (a, {"run_id": run_id, **point, "key": "../escape"}, 400, "INVALID_PARAMETER_VALUE"),
+    ]
+    cache = client.app.state.token_cache  # type: ignore[attr-defined]
+    for api, body, status, code in cases:
+        cache.clear()  # the first call authenticates from the database and caches the token
+        first, second = api.post("runs/log-metric", body), api.post("runs/log-metric", body)
+        assert_mlflow_error(first, status, code)
+        assert (second.status_code, second.json()) == (first.status_code, first.json())
+    assert len(taken) == len(cases)  # each second call went the driver's way first
+    a.ok("POST", "runs/log-metric", {"run_id": run_id, **point, "value": 2.0})
+    assert len(taken) == len(cases) + 1
+    history = a.ok("GET", "metrics/get-history", run_id=run_id, metric_key="k")["metrics"]
+    assert [m["value"] for m in history] == [2.0]
 
 
 def test_the_fast_lane_answers_successful_logging_calls_itself(

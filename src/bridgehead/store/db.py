@@ -118,6 +118,31 @@ class Database:
             finally:
                 session.close()
 
+    @contextlib.contextmanager
+    def driver_write(self) -> Iterator[sqlite3.Connection]:
+        """SQLite only: a write transaction on the driver's own connection (one of the pool's), past
+        SQLAlchemy's session and connection layers, which cost a small write about four times what SQLite's
+        own work does (a single metric point: 0.2 of 0.26 ms). For a hot path's few statements (the MLflow
+        logging lane). As ``session(write=True, wait=False)``: WriteLockBusy at once when another writer
+        holds the lock, committed when the block ends cleanly, rolled back otherwise, and the driver's errors
+        become Bridgehead errors."""
+        if not self.is_sqlite:
+            raise RuntimeError("driver_write is for SQLite databases")
+        with _translate_driver_errors():
+            pooled = self.engine.raw_connection()
+            try:
+                driver: sqlite3.Connection = pooled.driver_connection  # type: ignore[assignment]
+                _begin_nowait(driver)
+                try:
+                    yield driver
+                    driver.execute("COMMIT")
+                except BaseException:
+                    if driver.in_transaction:
+                        driver.execute("ROLLBACK")
+                    raise
+            finally:
+                pooled.close()  # back to the pool
+
     def ping(self) -> None:
         with translate_db_errors(), self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -148,14 +173,30 @@ def _configure_sqlite(engine: Engine) -> None:
         elif not options.get("bridgehead_nowait", False):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
-            driver = conn.connection.driver_connection
-            driver.execute("PRAGMA busy_timeout=0")
-            try:
-                driver.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise WriteLockBusy("Another writer holds the database; retry shortly.") from exc
-            finally:
-                driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            _begin_nowait(conn.connection.driver_connection)
+
+
+def _begin_nowait(driver: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, or WriteLockBusy at once when another writer holds the lock."""
+    driver.execute("PRAGMA busy_timeout=0")
+    try:
+        driver.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise WriteLockBusy("Another writer holds the database; retry shortly.") from exc
+    finally:
+        driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+@contextlib.contextmanager
+def _translate_driver_errors() -> Iterator[None]:
+    """``translate_db_errors`` for sqlite3's own exceptions (``Database.driver_write``)."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise Conflict("The change conflicts with existing data.", details={"reason": str(exc)}) from exc
+    except sqlite3.Error as exc:
+        log.warning("database unavailable: %s", exc)
+        raise StoreUnavailable("The database is unavailable; retry shortly.") from exc
 
 
 class _Checkpointer:

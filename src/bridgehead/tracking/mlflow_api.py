@@ -9,6 +9,7 @@ tracking routes (experiments, runs, metrics, logged models) and assembles the re
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -432,13 +433,8 @@ def write_log(
     """What ``runs/log-metric``, ``log-parameter``, ``set-tag`` and ``log-batch`` do, in the caller's write
     session; shared by these routes and their fast lane (``mlflow_lane``). Params and tags are (key, value)
     pairs."""
-    require(principal, Action.TRACKING_WRITE)
     metrics, params, tags = metrics or [], params or [], tags or []
-    if len(metrics) > MAX_BATCH_METRICS or len(params) > MAX_BATCH_PARAMS or len(tags) > MAX_BATCH_TAGS:
-        raise BadRequest(
-            f"A batch may hold at most {MAX_BATCH_METRICS} metrics, {MAX_BATCH_PARAMS} params and "
-            f"{MAX_BATCH_TAGS} tags; got {len(metrics)}, {len(params)} and {len(tags)}."
-        )
+    _check_log(principal, metrics, params, tags)
     tracking.log_batch(
         session,
         principal,
@@ -447,6 +443,29 @@ def write_log(
         params=kv_dict(params, "param"),
         tags=kv_dict(tags, "tag"),
     )
+
+
+def write_points(
+    driver: sqlite3.Connection, principal: Principal, run_id: str, metrics: list[tracking.MetricPoint]
+) -> None:
+    """``write_log`` for metric points alone, in a transaction of SQLite's own connection
+    (``Database.driver_write``): the fast lane's way on SQLite."""
+    _check_log(principal, metrics, [], [])
+    tracking.log_points_on_driver(driver, principal, run_id, metrics)
+
+
+def _check_log(
+    principal: Principal,
+    metrics: list[tracking.MetricPoint],
+    params: list[tuple[str, str]],
+    tags: list[tuple[str, str]],
+) -> None:
+    require(principal, Action.TRACKING_WRITE)
+    if len(metrics) > MAX_BATCH_METRICS or len(params) > MAX_BATCH_PARAMS or len(tags) > MAX_BATCH_TAGS:
+        raise BadRequest(
+            f"A batch may hold at most {MAX_BATCH_METRICS} metrics, {MAX_BATCH_PARAMS} params and "
+            f"{MAX_BATCH_TAGS} tags; got {len(metrics)}, {len(params)} and {len(tags)}."
+        )
 
 
 def _log(request: Request, principal: Principal, run_id: str, **batch: Any) -> JSONResponse:

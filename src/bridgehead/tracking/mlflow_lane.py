@@ -27,7 +27,7 @@ from bridgehead.auth.deps import principal_for
 from bridgehead.auth.service import TokenCache
 from bridgehead.errors import BridgeheadError
 from bridgehead.store import Database
-from bridgehead.tracking.mlflow_api import API, write_log
+from bridgehead.tracking.mlflow_api import API, write_log, write_points
 from bridgehead.tracking.mlflow_wire import Int64
 from bridgehead.tracking.service import MetricPoint, now_ms
 
@@ -158,17 +158,23 @@ class LoggingLane:
             run_id = body.get("run_id") or body.get("run_uuid")
             if not run_id:
                 return False
+            batch = fields(body)
             authorization = request.headers.get("authorization")
+            # A token this process authenticated within `token_cache_seconds` is not read again; what the
+            # caller may do with the run is still checked by write_log and write_points, on every call.
+            principal = self.tokens.get(authorization)
+            if principal is not None:
+                request.state.principal = principal
+                if not wait and not batch.get("params") and not batch.get("tags"):
+                    # Metric points alone, on SQLite: in a transaction of the driver's own connection.
+                    with self.db.driver_write() as driver:
+                        write_points(driver, principal, run_id, batch["metrics"])
+                    return True
             with self.db.session(write=True, wait=wait) as session:
-                # A token this process authenticated within `token_cache_seconds` is not read again; what
-                # the caller may do with the run is still checked by write_log, on every call.
-                principal = self.tokens.get(authorization)
                 if principal is None:
                     principal = principal_for(request, session)
                     self.tokens.put(authorization, principal)
-                else:
-                    request.state.principal = principal
-                write_log(session, principal, run_id, **fields(body))
+                write_log(session, principal, run_id, **batch)
         except (ValidationError, BridgeheadError):
             return False
         return True
