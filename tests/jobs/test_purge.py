@@ -125,6 +125,25 @@ def test_a_store_error_stops_the_purge_and_keeps_the_rows(
     assert _purges(db) == []
 
 
+def test_the_purge_reads_only_the_jobs_past_the_cutoff_by_its_index(db: Database) -> None:
+    """The purge reads only the jobs past its cutoff, by ix_jobs_status_finished_at (migration 0009): the plan names it."""
+    stmt = (
+        service._purgeable(utcnow())
+        .order_by(Job.finished_at, Job.id)
+        .limit(service.PURGE_BATCH)
+        .compile(db.engine, compile_kwargs={"literal_binds": True})
+    )
+    with db.engine.connect() as conn:
+        if db.is_sqlite:
+            plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {stmt}"))
+        else:
+            conn.exec_driver_sql(
+                "SET enable_seqscan = off"
+            )  # the table is tiny here: make the planner choose
+            plan = " ".join(str(row[0]) for row in conn.exec_driver_sql(f"EXPLAIN {stmt}"))
+    assert "ix_jobs_status_finished_at" in plan, plan
+
+
 def test_a_purge_runs_in_batches_and_is_audited_once(orgs: Org, db: Database) -> None:
     ids = [_job(db, orgs, "succeeded", 40 + i) for i in range(7)]
     keep = _job(db, orgs, "failed", 1)

@@ -23,7 +23,11 @@ FINISHED = ("succeeded", "failed", "cancelled")
 class Job(Base):
     __tablename__ = "jobs"
     # The claim query: due queued jobs, oldest first.
-    __table_args__ = (Index("ix_jobs_status_run_after", "status", "run_after"),)
+    __table_args__ = (
+        Index("ix_jobs_status_run_after", "status", "run_after"),
+        # Retention (`service.purge`) reads only the jobs past the cutoff, by this index, not every finished job.
+        Index("ix_jobs_status_finished_at", "status", "finished_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(100), index=True)
