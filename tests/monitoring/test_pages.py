@@ -302,6 +302,9 @@ def test_acknowledge_and_resolve_through_the_forms(client: TestClient, monitored
     _, evidence = table(text, "evidence")
     assert len(evidence) == 2 and all(f'href="/monitoring/runs/{r}"' in text for r in monitored.run_ids)
     assert "Opened by the monitor" in text and "Waiting for someone to acknowledge" in text
+    # The unit has no notification channel: the page says why nothing was sent, the API lists no delivery.
+    assert 'id="notifications"' not in text and "No notification was sent" in text
+    assert client.get(f"/api/v1/incidents/{incident_id}", headers=eng.headers).json()["notifications"] == []
     token = _csrf(text)
 
     assert client.post(f"{url}/acknowledge", data={"note": "x"}, headers=HTML).status_code == 403

@@ -44,6 +44,8 @@ from tests.monitoring.test_monitors import (  # noqa: F401  (fixtures)
     run_and_wait,
     score,
 )
+from tests.tracking.pagetools import table
+from tests.tracking.test_pages import sign_in
 
 BACKOFF_S = 0.03  # first retry delay; then 0.06, 0.12, ... (8 attempts: 0.03 x 127 = 3.8 s of waiting)
 TIMEOUT_S = 2.0  # webhook timeout: long enough to look at the job while an attempt hangs, short for the suite
@@ -316,6 +318,15 @@ def test_a_flaky_receiver_gets_the_incident_once_after_retries(
 
     incident = client.get(f"/api/v1/incidents/{incident_id}", headers=eng.headers).json()
     assert incident["status"] == "open"
+    (delivery,) = incident["notifications"]  # the incident says where its notification went, and how
+    assert delivery["job_id"] == job_id and delivery["event"] == "incident.opened"
+    assert delivery["channel"] == "ops hook" and delivery["kind"] == "webhook"
+    assert (delivery["status"], delivery["attempts"], delivery["max_attempts"]) == (
+        "succeeded",
+        4,
+        MAX_ATTEMPTS,
+    )
+    assert delivery["error"] == "" and delivery["finished"]
 
 
 def test_a_receiver_that_keeps_failing_is_given_up_after_eight_attempts_and_the_incident_stays_open(
@@ -352,6 +363,22 @@ def test_a_receiver_that_keeps_failing_is_given_up_after_eight_attempts_and_the_
     assert incident["status"] == "open" and incident["occurrences"] == 2
     assert [j["id"] for j in notify_jobs(client, eng)] == [job["id"]]
     assert len(receiver.snapshot()) == MAX_ATTEMPTS
+    (delivery,) = incident["notifications"]
+    assert (delivery["status"], delivery["attempts"]) == ("failed", MAX_ATTEMPTS) and "HTTP 503" in delivery[
+        "error"
+    ]
+    listed = client.get("/api/v1/incidents", headers=eng.headers).json()
+    assert [i["notifications"] for i in listed if i["id"] == incident_id] == [
+        None
+    ]  # only on the incident itself
+    sign_in(client, eng)
+    _, rows = table(client.get(f"/incidents/{incident_id}").text, "notifications")
+    assert len(rows) == 1 and rows[0][0] == "ops hook webhook" and rows[0][1] == "incident.opened"
+    assert (
+        rows[0][2] == "given up"
+        and rows[0][3] == f"{MAX_ATTEMPTS} / {MAX_ATTEMPTS}"
+        and "HTTP 503" in rows[0][4]
+    )
 
 
 def test_a_refusing_receiver_fails_the_delivery_at_once(

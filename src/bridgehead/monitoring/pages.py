@@ -781,9 +781,11 @@ def _incident_page(
         evidence = [run_view(found[i]) for i in wanted if i in found]
         timeline = _timeline(session, incident)
         people = _people(session, [incident.owner_id, incident.acknowledged_by, incident.resolved_by])
+        deliveries = service.incident_deliveries(session, incident)
     return _console(request).render(
         request,
         "incident.html",
+        deliveries=deliveries,
         status=status,
         active="incidents",
         incident=incident,

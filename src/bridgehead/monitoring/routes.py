@@ -8,7 +8,7 @@ acknowledging, assigning and resolving incidents ``incident.handle``. Every chan
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from bridgehead.auth.deps import ApiPrincipal, db_of
 from bridgehead.errors import error_responses
+from bridgehead.jobs.schemas import Status
 from bridgehead.monitoring import service
 from bridgehead.monitoring.html import render_report
 from bridgehead.monitoring.models import Incident, Monitor, MonitorRun, NotificationChannel
@@ -31,6 +32,7 @@ from bridgehead.monitoring.schemas import (
     MonitorIn,
     MonitorOut,
     MonitorPatch,
+    NotificationOut,
     ResolveIn,
     RunOut,
     RunSummary,
@@ -85,7 +87,7 @@ def run_summary(r: MonitorRun) -> RunSummary:
     )
 
 
-def incident_out(session: Session, i: Incident) -> IncidentOut:
+def incident_out(session: Session, i: Incident, *, notifications: bool = True) -> IncidentOut:
     endpoint = session.get(Endpoint, i.endpoint_id)
     return IncidentOut(
         id=i.id,
@@ -105,6 +107,25 @@ def incident_out(session: Session, i: Incident) -> IncidentOut:
         occurrences=i.occurrences,
         breaches=i.breaches or [],
         run_ids=list(i.run_ids or []),
+        notifications=[notification_out(d) for d in service.incident_deliveries(session, i)]
+        if notifications
+        else None,
+    )
+
+
+def notification_out(d: service.Delivery) -> NotificationOut:
+    return NotificationOut(
+        job_id=d.job.id,
+        channel_id=str(d.job.params.get("channel_id", "")),
+        channel=d.channel.name if d.channel else None,
+        kind=d.channel.kind if d.channel else None,
+        event=d.event,
+        status=cast(Status, d.job.status),
+        attempts=d.job.attempts,
+        max_attempts=d.job.max_attempts,
+        error=d.job.error,
+        queued=d.job.created_at,
+        finished=d.job.finished_at,
     )
 
 
@@ -258,7 +279,7 @@ def list_incidents(
 ) -> list[IncidentOut]:
     with db_of(request).session() as session:
         found = service.list_incidents(session, principal, status=status, endpoint_name=endpoint, limit=limit)
-        return [incident_out(session, i) for i in found]
+        return [incident_out(session, i, notifications=False) for i in found]
 
 
 @router.get("/incidents/{incident_id}", response_model=IncidentOut, responses=ERRORS)

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridgehead.jobs.schemas import Status
+
 Severity = Literal["info", "warning", "critical"]
 
 
@@ -126,6 +128,23 @@ class JobRef(BaseModel):
     status: str
 
 
+class NotificationOut(BaseModel):
+    """One delivery of the incident's notification to one channel: the job that delivers it, retried with
+    backoff (``succeeded`` means delivered)."""
+
+    job_id: str
+    channel_id: str
+    channel: str | None = Field(description="The channel's name; null once the channel was deleted.")
+    kind: str | None = Field(description="webhook or email; null once the channel was deleted.")
+    event: str = Field(description="incident.opened or incident.escalated")
+    status: Status
+    attempts: int
+    max_attempts: int
+    error: str = Field(description="Why the last attempt failed (empty once delivered).")
+    queued: datetime
+    finished: datetime | None
+
+
 class IncidentOut(BaseModel):
     id: str
     title: str
@@ -144,6 +163,10 @@ class IncidentOut(BaseModel):
     occurrences: int
     breaches: list[dict[str, Any]]
     run_ids: list[str]
+    notifications: list[NotificationOut] | None = Field(
+        default=None,
+        description="Its notifications' deliveries, oldest first: in the answers about one incident, null in lists.",
+    )
 
 
 class AcknowledgeIn(_Strict):

@@ -55,6 +55,7 @@ __all__ = [
     "delete_monitor",
     "get_incident",
     "get_monitor",
+    "incident_deliveries",
     "list_incidents",
     "list_monitors",
     "resolve",
@@ -968,6 +969,40 @@ def _notify(session: Session, incident: Incident, event: str) -> list[Job]:
             )
         )
     return queued
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One notification of an incident: its job, and the channel it was for (None once deleted)."""
+
+    job: Job
+    channel: NotificationChannel | None
+
+    @property
+    def event(self) -> str:
+        return str(self.job.params.get("event", ""))
+
+
+def incident_deliveries(session: Session, incident: Incident) -> list[Delivery]:
+    """The deliveries of the incident's notifications, oldest first: one delivery job per channel and event
+    (``_notify``). Jobs past ``BRIDGEHEAD_JOBS_RETENTION_DAYS`` are purged, and their deliveries with them."""
+    found = list(
+        session.scalars(
+            select(Job)
+            .where(
+                Job.kind == NOTIFY_KIND,
+                Job.business_unit_id == incident.business_unit_id,
+                Job.params["incident_id"].as_string() == incident.id,
+            )
+            .order_by(Job.created_at, Job.id)
+        )
+    )
+    wanted = {str(j.params.get("channel_id", "")) for j in found}
+    channels = {
+        c.id: c
+        for c in session.scalars(select(NotificationChannel).where(NotificationChannel.id.in_(wanted)))
+    }
+    return [Delivery(j, channels.get(str(j.params.get("channel_id", "")))) for j in found]
 
 
 def incident_payload(session: Session, incident: Incident, event: str, base_url: str = "") -> dict[str, Any]:
