@@ -122,7 +122,7 @@ class Database:
     def driver_write(self) -> Iterator[sqlite3.Connection]:
         """SQLite only: a write transaction on the driver's own connection (one of the pool's), past
         SQLAlchemy's session and connection layers, which cost a small write about four times what SQLite's
-        own work does (a single metric point: 0.2 of 0.26 ms). For a hot path's few statements (the MLflow
+        own work does (a single metric point: about 0.2 of 0.29 ms). For a hot path's few statements (the MLflow
         logging lane). As ``session(write=True, wait=False)``: WriteLockBusy at once when another writer
         holds the lock, committed when the block ends cleanly, rolled back otherwise, and the driver's errors
         become Bridgehead errors."""

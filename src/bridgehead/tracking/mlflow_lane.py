@@ -4,7 +4,9 @@
 FastAPI's routing, dependency solving and response machinery: the body is parsed and validated in one pass,
 then one call authenticates (``auth.deps.principal_for``, as every API route does) and writes in one write
 session, one transaction, through the same ``write_log`` the routes use. On SQLite that call runs on the event
-loop with a session that never waits for the write lock; on PostgreSQL, in a worker thread.
+loop with a session that never waits for the write lock; on PostgreSQL, in a worker thread. On SQLite, a call
+carrying metric points alone whose token is cached skips the session: ``write_points`` runs the same checks
+and statements in a transaction of the pooled sqlite3 connection (``Database.driver_write``).
 
 Only success is answered here. Whatever is not a plain success (a bad body, no or a bad token, a refused
 permission or CSRF check, a missing run, a body over the limit, the write lock taken) is handed, with its body,
@@ -165,8 +167,9 @@ class LoggingLane:
             principal = self.tokens.get(authorization)
             if principal is not None:
                 request.state.principal = principal
-                if not wait and not batch.get("params") and not batch.get("tags"):
-                    # Metric points alone, on SQLite: in a transaction of the driver's own connection.
+                if self.db.is_sqlite and not batch.get("params") and not batch.get("tags"):
+                    # Metric points alone, on SQLite: in a transaction of the driver's own connection, which
+                    # never waits for the write lock either (a held lock sends the call to the route).
                     with self.db.driver_write() as driver:
                         write_points(driver, principal, run_id, batch["metrics"])
                     return True
