@@ -110,18 +110,20 @@ class ModelRuntime:
             lock = self._loading.setdefault(version_id, threading.Lock())
         with lock:
             found = self._models.get(version_id)
-            if found is None:
-                version = session.get(ModelVersion, version_id)
-                if version is None:
-                    raise NotFound("A version this endpoint serves no longer exists.")
-                found = self._load(session, principal, version)
-                self._models[version_id] = found
-                # A loaded model lives as long as the process: thousands of objects (trees, a graph) that
-                # every full collection would walk again. Out of the collector's sight, as start-up's objects
-                # are (app.py); with the prediction log holding a second of requests, full collections come
-                # often, and walking the model cost the serving thread about a sixth of its time.
-                gc.collect()
-                gc.freeze()
+            if found is not None:
+                return found
+            version = session.get(ModelVersion, version_id)
+            if version is None:
+                raise NotFound("A version this endpoint serves no longer exists.")
+            found = self._load(session, principal, version)
+            self._models[version_id] = found
+        # A loaded model lives as long as the process: thousands of objects (trees, a graph) that every full
+        # collection would walk again. Out of the collector's sight, as start-up's objects are (app.py); with
+        # the prediction log holding a second of requests, full collections come often, and walking the model
+        # cost the serving thread about a sixth of its time. Done after the lock is released: other first
+        # calls for this version take the model at once instead of waiting for a full collection.
+        gc.collect()
+        gc.freeze()
         return found
 
     def check(self, session: Session, principal: Principal, version: ModelVersion) -> LoadedModel:
