@@ -116,7 +116,7 @@ def incident_out(session: Session, i: Incident, *, notifications: bool = True) -
 def notification_out(d: service.Delivery) -> NotificationOut:
     return NotificationOut(
         job_id=d.job.id,
-        channel_id=str(d.job.params.get("channel_id", "")),
+        channel_id=d.channel_id,
         channel=d.channel.name if d.channel else None,
         kind=d.channel.kind if d.channel else None,
         event=d.event,

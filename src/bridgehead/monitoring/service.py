@@ -979,8 +979,16 @@ class Delivery:
     channel: NotificationChannel | None
 
     @property
+    def channel_id(self) -> str:
+        return _channel_of(self.job)
+
+    @property
     def event(self) -> str:
         return str(self.job.params.get("event", ""))
+
+
+def _channel_of(job: Job) -> str:
+    return str(job.params.get("channel_id", ""))
 
 
 def incident_deliveries(session: Session, incident: Incident) -> list[Delivery]:
@@ -997,12 +1005,12 @@ def incident_deliveries(session: Session, incident: Incident) -> list[Delivery]:
             .order_by(Job.created_at, Job.id)
         )
     )
-    wanted = {str(j.params.get("channel_id", "")) for j in found}
+    wanted = {_channel_of(j) for j in found}
     channels = {
         c.id: c
         for c in session.scalars(select(NotificationChannel).where(NotificationChannel.id.in_(wanted)))
     }
-    return [Delivery(j, channels.get(str(j.params.get("channel_id", "")))) for j in found]
+    return [Delivery(j, channels.get(_channel_of(j))) for j in found]
 
 
 def incident_payload(session: Session, incident: Incident, event: str, base_url: str = "") -> dict[str, Any]:

@@ -628,9 +628,12 @@ _METRICS_UPSERT = (
 _DRIVER_SQL: dict[tuple[str, str], str] = {}
 
 
-def _driver_sql(connection: Connection, template: str) -> str:
-    """``template`` with the driver's positional placeholder (``?`` for sqlite3, ``%s`` for psycopg)."""
-    style = connection.dialect.paramstyle
+def _driver_sql(connection: Connection | sqlite3.Connection, template: str) -> str:
+    """``template`` with the driver's positional placeholder (``?`` for sqlite3, ``%s`` for psycopg); given
+    SQLAlchemy's connection or sqlite3's own."""
+    style = (
+        sqlite3.paramstyle if isinstance(connection, sqlite3.Connection) else connection.dialect.paramstyle
+    )
     found = _DRIVER_SQL.get((style, template))
     if found is None:
         found = _DRIVER_SQL[(style, template)] = template.format(p="?" if style == "qmark" else "%s")
@@ -649,9 +652,6 @@ _LATEST_METRIC_UPSERT = (
     "(excluded.step = latest_metrics.step AND excluded.timestamp_ms >= latest_metrics.timestamp_ms)"
 )
 _STEP_THEN_TIME = operator.itemgetter(5, 4)
-_QMARK_LOGGABLE_RUN = _LOGGABLE_RUN.format(p="?")
-_QMARK_METRICS_UPSERT = _METRICS_UPSERT.format(p="?")
-_QMARK_LATEST_METRIC_UPSERT = _LATEST_METRIC_UPSERT.format(p="?")
 
 
 def log_batch(
@@ -707,11 +707,13 @@ def log_points_on_driver(
     """``log_batch`` for metric points alone, in a transaction of SQLite's own connection
     (``Database.driver_write``): the same checks, rows and statements, without SQLAlchemy's session and
     connection layers, which cost a single point four times what SQLite's work does."""
-    _check_loggable(principal, run_id, driver.execute(_QMARK_LOGGABLE_RUN, (run_id,)).fetchone())
+    _check_loggable(
+        principal, run_id, driver.execute(_driver_sql(driver, _LOGGABLE_RUN), (run_id,)).fetchone()
+    )
     rows, latest = _metric_rows(run_id, metrics)
     if rows:
-        driver.executemany(_QMARK_METRICS_UPSERT, rows)
-        driver.executemany(_QMARK_LATEST_METRIC_UPSERT, latest)
+        driver.executemany(_driver_sql(driver, _METRICS_UPSERT), rows)
+        driver.executemany(_driver_sql(driver, _LATEST_METRIC_UPSERT), latest)
 
 
 def _metric_rows(
