@@ -811,6 +811,52 @@ def test_probabilities_handed_over_as_arrays_or_lists_are_stored_alike(tmp_path:
     }
 
 
+def test_predictions_handed_over_as_arrays_or_lists_are_stored_alike(tmp_path: Path) -> None:
+    """The inference path hands the model's array of predictions; other writers hand lists. A flush of arrays
+    of one kind joins them in one step; arrays of other kinds, or mixed with lists, go value by value; values
+    of mixed kinds are kept as JSON text, never rejected."""
+
+    def written(*parts: Any) -> pa.Table:
+        root = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        log = PredictionLog(root)
+        frame = pd.DataFrame({"x": [1.0, 2.0]})
+        log.record([batch(2 * i, frame, predictions=p) for i, p in enumerate(parts)])
+        assert log.flush() == 2 * len(parts)
+        assert log.rejected == 0
+        return read_all(root, "churn")
+
+    def predictions(table: pa.Table) -> dict[str, Any]:
+        return {r["request_id"]: r["outputs"]["prediction"] for r in table.to_pylist()}
+
+    as_arrays = written(np.array([0, 1]), np.array([1, 1]))
+    as_lists = written([0, 1], [1, 1])
+    assert as_arrays.schema.field("outputs").type == as_lists.schema.field("outputs").type
+    assert predictions(as_arrays) == predictions(as_lists) == {"b0": 0, "b1": 1, "b2": 1, "b3": 1}
+
+    mixed = written(np.array([0.5, float("nan")]), [2.5, 1.0])
+    got = predictions(mixed)
+    assert got["b0"] == 0.5 and got["b1"] != got["b1"] and (got["b2"], got["b3"]) == (2.5, 1.0)
+    assert predictions(written(np.array([True, False]), np.array([False, False]))) == {
+        "b0": True,
+        "b1": False,
+        "b2": False,
+        "b3": False,
+    }
+    assert predictions(written(np.array(["yes", "no"]), np.array(["no", "no"]))) == {
+        "b0": "yes",
+        "b1": "no",
+        "b2": "no",
+        "b3": "no",
+    }
+    # Numbers and text from one model: JSON text per row.
+    assert predictions(written(np.array([1, "a"], dtype=object), np.array([2, 3]))) == {
+        "b0": "1",
+        "b1": '"a"',
+        "b2": "2",
+        "b3": "3",
+    }
+
+
 def test_requests_handed_over_by_request_id_with_one_model_name_their_rows_as_the_answer_does(
     tmp_path: Path,
 ) -> None:

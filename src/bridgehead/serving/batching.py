@@ -106,6 +106,7 @@ class MicroBatcher:
                         result.probabilities[start:end] if result.probabilities is not None else None,
                         result.classes,
                         result.matrix[start:end] if result.matrix is not None else None,
+                        result.labels[start:end] if result.labels is not None else None,
                     )
                 )
             start = end

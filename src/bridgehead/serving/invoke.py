@@ -211,7 +211,9 @@ def _score_steps(
     classes: list[Any] | None = None
     versions = [0] * n
     used = sorted(set(chosen))
-    logged_probabilities: Any = None  # what the log keeps: one array when one version answered every row
+    # What the log keeps: the model's arrays when one version answered every row.
+    logged_probabilities: Any = None
+    logged_predictions: Any = predictions
     for route_index in used:
         loaded = loaded_routes[route_index]
         if len(used) == 1:
@@ -225,6 +227,8 @@ def _score_steps(
         for j, at in enumerate(positions):
             predictions[at] = result.predictions[j]
             versions[at] = loaded.version
+        if len(used) == 1 and result.labels is not None:
+            logged_predictions = result.labels
         if result.probabilities is not None:
             if len(used) == 1:
                 probabilities = result.probabilities
@@ -255,7 +259,7 @@ def _score_steps(
                     latency_ms=latency_ms,
                     # The parser's array when it has one (an all-float request), else the frame.
                     inputs=FloatInputs(frame.columns, parsed.values) if parsed.values is not None else frame,
-                    predictions=predictions,
+                    predictions=logged_predictions,
                     probabilities=logged_probabilities,
                     keys=[str(k) if k is not None else "" for k in keys] if keys is not None else None,
                 )
@@ -350,7 +354,7 @@ def _run_shadows(
     """Score the copy with each shadow and log it; a failing shadow is logged as errors, never raised."""
     for loaded in shadows:
         started = time.perf_counter()
-        predictions: list[Any] | None = None
+        predictions: Any = None  # the model's array, or a list
         probabilities: Any = None  # an array (rows x classes) or a list per row
         error = None
         try:
@@ -358,8 +362,10 @@ def _run_shadows(
                 protocols.validate_frame(frame, loaded.signature) if loaded.signature is not None else frame
             )
             result = runtime.predict(loaded, part)
-            predictions = [_json_value(p) for p in result.predictions]
-            # As for the primary: the model's array, converted at flush in one step.
+            # As for the primary: the model's arrays, converted at flush in one step.
+            predictions = (
+                result.labels if result.labels is not None else [_json_value(p) for p in result.predictions]
+            )
             probabilities = result.matrix if result.matrix is not None else result.probabilities
         except BridgeheadError as exc:
             error = exc.message

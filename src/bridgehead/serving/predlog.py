@@ -425,7 +425,7 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
     fields: list[pa.Array] = []
     names: list[str] = []
     if first.predictions is not None:
-        fields.append(_predictions_array(rows(lambda b: b.predictions or [])))
+        fields.append(_predictions_array([b.predictions for b in batches if b.predictions is not None]))
         names.append("prediction")
     if first.probabilities is not None:
         stacked = _stacked_probabilities(batches)
@@ -497,14 +497,21 @@ def _table(group: Sequence[_Item]) -> pa.Table:
     return _batches_table(cast(Sequence[PredictionBatch], group))
 
 
-def _predictions_array(predictions: Sequence[Any]) -> pa.Array:
-    if isinstance(predictions, np.ndarray):
-        return pa.array(predictions)
+def _predictions_array(parts: Sequence[Sequence[Any]]) -> pa.Array:
+    """The requests' predictions as one column: their arrays joined in one step when every request handed over
+    the model's array of one kind (the inference path does), else value by value."""
+    if all(isinstance(p, np.ndarray) for p in parts) and len({cast(np.ndarray, p).dtype for p in parts}) == 1:
+        joined = np.concatenate(cast(list[np.ndarray], parts))
+        if joined.dtype.kind in "biuf":
+            return pa.array(joined)
+    values = list(
+        itertools.chain.from_iterable(p.tolist() if isinstance(p, np.ndarray) else p for p in parts)
+    )
     try:
-        return pa.array(list(predictions))
+        return pa.array(values)
     except (pa.ArrowException, TypeError, ValueError):
         # Mixed kinds (a model answering numbers and text): kept as JSON text, one per row.
-        return pa.array([json.dumps(p, default=str) for p in predictions], pa.string())
+        return pa.array([json.dumps(p, default=str) for p in values], pa.string())
 
 
 def _by_schema(tables: list[pa.Table]) -> list[pa.Table]:

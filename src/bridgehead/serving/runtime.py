@@ -58,6 +58,8 @@ class Prediction:
     # The probabilities as one float array (rows x classes), for the prediction log: one array instead of a
     # list per row to keep and convert.
     matrix: np.ndarray[Any, np.dtype[np.float64]] | None = None
+    # The predictions as the model's array (one per row), for the prediction log likewise.
+    labels: np.ndarray[Any, Any] | None = None
 
 
 def _plain(value: Any) -> Any:
@@ -197,9 +199,10 @@ class ModelRuntime:
                 f"The model could not score these inputs: {type(exc).__name__}: {exc}",
                 details={"model": loaded.model_name, "version": loaded.version},
             ) from exc
-        predictions = [_plain(v) for v in np.asarray(raw).reshape(len(frame), -1)[:, 0].tolist()]
+        labels = np.asarray(raw).reshape(len(frame), -1)[:, 0]
+        predictions = [_plain(v) for v in labels.tolist()]
         probabilities = matrix = None
         if proba is not None:
             matrix = np.asarray(proba, dtype=np.float64).reshape(len(frame), -1)
             probabilities = matrix.tolist()
-        return Prediction(predictions, probabilities, loaded.classes, matrix)
+        return Prediction(predictions, probabilities, loaded.classes, matrix, labels)
