@@ -133,6 +133,14 @@ class Settings(BaseSettings):
         description="How long one webhook delivery waits to connect and for each read and write before it "
         "counts as failed (and is retried).",
     )
+    notification_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=30,
+        description="How many times a notification (webhook or e-mail) is tried before it is given up, with "
+        "backoff doubling from jobs_retry_backoff_seconds between attempts. Applies to deliveries queued after "
+        "a change.",
+    )
     serving_onnx: bool = Field(
         default=True,
         description="Serve scikit-learn models with ONNX Runtime when skl2onnx converts them and the converted "

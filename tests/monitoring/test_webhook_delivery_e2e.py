@@ -9,7 +9,8 @@ delays and the webhook timeout are made small through the server's settings
 ``BRIDGEHEAD_WEBHOOK_TIMEOUT_SECONDS``). What docs/monitoring.md promises and is checked here:
 
 - a failure that may pass (5xx, a lost connection, a timeout) is retried with exponential backoff, up to 8
-  attempts, then the delivery (the job) fails; a permanent one (404) fails it at once;
+  attempts (``BRIDGEHEAD_NOTIFICATION_MAX_ATTEMPTS``), then the delivery (the job) fails; a permanent one (404)
+  fails it at once;
 - the job id is the delivery id, the same ``Bridgehead-Delivery`` on every attempt; each attempt is signed anew
   (``Bridgehead-Signature: t=...,v1=HMAC-SHA256(secret, f"{t}." + body)``) with the secret shown once when the
   channel was created; the body is compact JSON with sorted keys naming the incident;
@@ -379,6 +380,34 @@ def test_a_receiver_that_keeps_failing_is_given_up_after_eight_attempts_and_the_
         and rows[0][3] == f"{MAX_ATTEMPTS} / {MAX_ATTEMPTS}"
         and "HTTP 503" in rows[0][4]
     )
+
+
+class TestConfiguredAttempts:
+    """``BRIDGEHEAD_NOTIFICATION_MAX_ATTEMPTS`` sets how many times a notification is tried."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return settings.model_copy(update={"notification_max_attempts": 3})
+
+    def test_a_failing_receiver_is_given_up_after_the_configured_attempts(
+        self,
+        client: TestClient,
+        deployed: Deployed,  # noqa: F811
+        make_receiver: Callable[[list[str]], FlakyReceiver],
+    ) -> None:
+        eng = deployed.engineer
+        receiver = make_receiver(["503"])
+        create_webhook(client, eng, receiver.url)
+        incident_id, _ = open_incident(client, eng)
+        (job,) = notify_jobs(client, eng)
+        done = finished_job(client, eng, job["id"])
+        assert (done["status"], done["attempts"], done["max_attempts"]) == ("failed", 3, 3), done
+        time.sleep(20 * BACKOFF_S + 0.3)  # many polls later: no fourth attempt
+        assert len(receiver.snapshot()) == 3
+        (delivery,) = client.get(f"/api/v1/incidents/{incident_id}", headers=eng.headers).json()[
+            "notifications"
+        ]
+        assert (delivery["status"], delivery["attempts"], delivery["max_attempts"]) == ("failed", 3, 3)
 
 
 def test_a_refusing_receiver_fails_the_delivery_at_once(

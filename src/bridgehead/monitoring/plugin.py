@@ -83,7 +83,7 @@ def handle_run(ctx: Any) -> dict[str, Any]:
         )
         session.expunge_all()
     with ctx.session(write=True) as session:
-        recorded = service.record_run(session, run)
+        recorded = service.record_run(session, run, notify_attempts=ctx.settings.notification_max_attempts)
         return {
             "run_id": recorded.id,
             "status": recorded.status,

@@ -67,6 +67,8 @@ __all__ = [
 RUN_KIND = "monitoring.run"
 TICK_KIND = "monitoring.tick"
 NOTIFY_KIND = "monitoring.notify"
+# Attempts of a notification, unless the caller passes the setting (BRIDGEHEAD_NOTIFICATION_MAX_ATTEMPTS).
+NOTIFY_ATTEMPTS = 8
 SYSTEM = ActorRef("monitoring@bridgehead")
 STATUSES = ("open", "acknowledged", "resolved")
 _MINUTE = 60_000
@@ -491,12 +493,15 @@ def run_monitor(
     log_root: Path,
     trigger: str = "schedule",
     end_ms: int | None = None,
+    notify_attempts: int = NOTIFY_ATTEMPTS,
 ) -> MonitorRun:
     """Compute one run of the monitor over the window ending at ``end_ms`` (now), record it, and open or
     update the incident, in one session. Failures are recorded as a failed run with the reason (returned, not
     raised). Workers use `compute_run` in a read transaction and `record_run` in a short write one."""
     return record_run(
-        session, compute_run(session, monitor_id, log_root=log_root, trigger=trigger, end_ms=end_ms)
+        session,
+        compute_run(session, monitor_id, log_root=log_root, trigger=trigger, end_ms=end_ms),
+        notify_attempts=notify_attempts,
     )
 
 
@@ -585,7 +590,7 @@ def compute_run(
     return run
 
 
-def record_run(session: Session, run: MonitorRun) -> MonitorRun:
+def record_run(session: Session, run: MonitorRun, *, notify_attempts: int = NOTIFY_ATTEMPTS) -> MonitorRun:
     """Store a computed run, and open or update the monitor's incident when rules were breached."""
     monitor = session.get(Monitor, run.monitor_id)
     if monitor is None or monitor.status != "active":
@@ -594,7 +599,7 @@ def record_run(session: Session, run: MonitorRun) -> MonitorRun:
     session.add(run)
     session.flush()
     if run.breaches:
-        incident = _open_or_update(session, monitor, run, list(run.breaches))
+        incident = _open_or_update(session, monitor, run, list(run.breaches), notify_attempts)
         run.incident_id = incident.id
     return run
 
@@ -619,7 +624,7 @@ def _title(monitor: Monitor, endpoint: Endpoint | None, breaches: list[dict[str,
 
 
 def _open_or_update(
-    session: Session, monitor: Monitor, run: MonitorRun, breaches: list[dict[str, Any]]
+    session: Session, monitor: Monitor, run: MonitorRun, breaches: list[dict[str, Any]], notify_attempts: int
 ) -> Incident:
     severity = rules_mod.worst(breaches)
     endpoint = session.get(Endpoint, monitor.endpoint_id)
@@ -656,7 +661,7 @@ def _open_or_update(
             business_unit_id=incident.business_unit_id,
             changes={"monitor": monitor.id, "severity": severity, "breaches": breaches, "run": run.id},
         )
-        _notify(session, incident, "incident.opened")
+        _notify(session, incident, "incident.opened", notify_attempts)
         return incident
     escalated = rules_mod.SEVERITIES.index(severity) > rules_mod.SEVERITIES.index(incident.severity)
     incident.run_ids = [*(incident.run_ids or []), run.id][-200:]
@@ -675,7 +680,7 @@ def _open_or_update(
             business_unit_id=incident.business_unit_id,
             changes={"severity": severity, "run": run.id},
         )
-        _notify(session, incident, "incident.escalated")
+        _notify(session, incident, "incident.escalated", notify_attempts)
     return incident
 
 
@@ -944,9 +949,9 @@ def delete_channel(session: Session, principal: Principal, channel_id: str) -> N
     )
 
 
-def _notify(session: Session, incident: Incident, event: str) -> list[Job]:
-    """One delivery job per enabled channel of the incident's unit whose minimum severity it reaches (retried
-    with backoff by the job queue)."""
+def _notify(session: Session, incident: Incident, event: str, attempts: int) -> list[Job]:
+    """One delivery job per enabled channel of the incident's unit whose minimum severity it reaches (tried up
+    to ``attempts`` times, with backoff, by the job queue)."""
     level = rules_mod.SEVERITIES.index(incident.severity)
     queued = []
     for channel in session.scalars(
@@ -964,7 +969,7 @@ def _notify(session: Session, incident: Incident, event: str) -> list[Job]:
                 NOTIFY_KIND,
                 {"channel_id": channel.id, "incident_id": incident.id, "event": event},
                 business_unit_id=incident.business_unit_id,
-                max_attempts=8,
+                max_attempts=attempts,
                 audit=False,
             )
         )
