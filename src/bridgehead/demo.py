@@ -465,6 +465,7 @@ def replay_monitoring(
                 log_root=settings.resolved_prediction_log_dir,
                 trigger="replay",
                 end_ms=start + (day + 1) * day_ms,
+                notify_attempts=settings.notification_max_attempts,
             )
     incidents = engineer.list_incidents(endpoint=SERVING_ENDPOINT)
     if incidents:

@@ -50,19 +50,22 @@ from tests.tracking.test_pages import sign_in
 
 BACKOFF_S = 0.03  # first retry delay; then 0.06, 0.12, ... (8 attempts: 0.03 x 127 = 3.8 s of waiting)
 TIMEOUT_S = 2.0  # webhook timeout: long enough to look at the job while an attempt hangs, short for the suite
-MAX_ATTEMPTS = 8  # docs/monitoring.md: "up to 8 attempts"
+MAX_ATTEMPTS = 8  # docs/monitoring.md: "up to BRIDGEHEAD_NOTIFICATION_MAX_ATTEMPTS attempts, 8 by default"
 NOTIFY_KIND = "monitoring.notify"
 
 
 @pytest.fixture
-def settings(settings: Settings) -> Settings:
-    """The suite's settings (tests/conftest.py), with fast retries and a short webhook timeout."""
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The suite's settings (tests/conftest.py), with fast retries and a short webhook timeout; a test
+    parametrized indirectly on ``settings`` sets ``notification_max_attempts`` to its parameter."""
+    attempts = getattr(request, "param", None)
     return settings.model_copy(
         update={
             "jobs_retry_backoff_seconds": BACKOFF_S,
             "jobs_poll_seconds": 0.05,  # retries are found by polling (only new jobs wake the worker)
             "webhook_timeout_seconds": TIMEOUT_S,
         }
+        | ({} if attempts is None else {"notification_max_attempts": attempts})
     )
 
 
@@ -330,11 +333,21 @@ def test_a_flaky_receiver_gets_the_incident_once_after_retries(
     assert delivery["error"] == "" and delivery["finished"]
 
 
-def test_a_receiver_that_keeps_failing_is_given_up_after_eight_attempts_and_the_incident_stays_open(
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [(None, MAX_ATTEMPTS), (3, 3)],
+    indirect=["settings"],
+    ids=["default", "configured"],
+)
+def test_a_receiver_that_keeps_failing_is_given_up_after_its_attempts_and_the_incident_stays_open(
     client: TestClient,
+    settings: Settings,
+    expected: int,
     deployed: Deployed,  # noqa: F811
     make_receiver: Callable[[list[str]], FlakyReceiver],
 ) -> None:
+    """Given up after 8 attempts by default, or after BRIDGEHEAD_NOTIFICATION_MAX_ATTEMPTS (here 3)."""
+    assert settings.notification_max_attempts == expected
     eng = deployed.engineer
     receiver = make_receiver(["503"])
     _, secret = create_webhook(client, eng, receiver.url)
@@ -343,13 +356,13 @@ def test_a_receiver_that_keeps_failing_is_given_up_after_eight_attempts_and_the_
 
     done = finished_job(client, eng, job["id"])
     assert done["status"] == "failed", done
-    assert done["attempts"] == MAX_ATTEMPTS == done["max_attempts"]
+    assert done["attempts"] == expected == done["max_attempts"]
     assert "HTTP 503" in done["error"] and done["result"] is None and done["finished_at"]
     assert "never to be echoed" not in done["error"]  # the receiver's body is never read or shown
 
-    time.sleep(20 * BACKOFF_S + 0.3)  # many polls later (the job is failed for good): no ninth attempt
+    time.sleep(20 * BACKOFF_S + 0.3)  # many polls later (the job is failed for good): no further attempt
     attempts = receiver.snapshot()
-    assert len(attempts) == MAX_ATTEMPTS and len(receiver.accepted) == 0
+    assert len(attempts) == expected and len(receiver.accepted) == 0
     check_attempts_are_one_notification(attempts, secret, job["id"], incident_id, monitor_id)
     for k, gap in enumerate(gaps(attempts)):
         assert gap >= BACKOFF_S * 2**k, (k, gaps(attempts))  # doubling from the base
@@ -363,9 +376,9 @@ def test_a_receiver_that_keeps_failing_is_given_up_after_eight_attempts_and_the_
     incident = client.get(f"/api/v1/incidents/{incident_id}", headers=eng.headers).json()
     assert incident["status"] == "open" and incident["occurrences"] == 2
     assert [j["id"] for j in notify_jobs(client, eng)] == [job["id"]]
-    assert len(receiver.snapshot()) == MAX_ATTEMPTS
+    assert len(receiver.snapshot()) == expected
     (delivery,) = incident["notifications"]
-    assert (delivery["status"], delivery["attempts"]) == ("failed", MAX_ATTEMPTS) and "HTTP 503" in delivery[
+    assert (delivery["status"], delivery["attempts"]) == ("failed", expected) and "HTTP 503" in delivery[
         "error"
     ]
     listed = client.get("/api/v1/incidents", headers=eng.headers).json()
@@ -375,39 +388,7 @@ def test_a_receiver_that_keeps_failing_is_given_up_after_eight_attempts_and_the_
     sign_in(client, eng)
     _, rows = table(client.get(f"/incidents/{incident_id}").text, "notifications")
     assert len(rows) == 1 and rows[0][0] == "ops hook webhook" and rows[0][1] == "incident.opened"
-    assert (
-        rows[0][2] == "given up"
-        and rows[0][3] == f"{MAX_ATTEMPTS} / {MAX_ATTEMPTS}"
-        and "HTTP 503" in rows[0][4]
-    )
-
-
-class TestConfiguredAttempts:
-    """``BRIDGEHEAD_NOTIFICATION_MAX_ATTEMPTS`` sets how many times a notification is tried."""
-
-    @pytest.fixture
-    def settings(self, settings: Settings) -> Settings:
-        return settings.model_copy(update={"notification_max_attempts": 3})
-
-    def test_a_failing_receiver_is_given_up_after_the_configured_attempts(
-        self,
-        client: TestClient,
-        deployed: Deployed,  # noqa: F811
-        make_receiver: Callable[[list[str]], FlakyReceiver],
-    ) -> None:
-        eng = deployed.engineer
-        receiver = make_receiver(["503"])
-        create_webhook(client, eng, receiver.url)
-        incident_id, _ = open_incident(client, eng)
-        (job,) = notify_jobs(client, eng)
-        done = finished_job(client, eng, job["id"])
-        assert (done["status"], done["attempts"], done["max_attempts"]) == ("failed", 3, 3), done
-        time.sleep(20 * BACKOFF_S + 0.3)  # many polls later: no fourth attempt
-        assert len(receiver.snapshot()) == 3
-        (delivery,) = client.get(f"/api/v1/incidents/{incident_id}", headers=eng.headers).json()[
-            "notifications"
-        ]
-        assert (delivery["status"], delivery["attempts"], delivery["max_attempts"]) == ("failed", 3, 3)
+    assert rows[0][2] == "given up" and rows[0][3] == f"{expected} / {expected}" and "HTTP 503" in rows[0][4]
 
 
 def test_a_refusing_receiver_fails_the_delivery_at_once(

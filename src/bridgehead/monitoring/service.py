@@ -44,6 +44,7 @@ from bridgehead.registry.models import ModelVersion, RegisteredModel
 from bridgehead.serving import predlog
 from bridgehead.serving.models import Endpoint, Feedback, PredictionHour
 from bridgehead.serving.protocols import Signature
+from bridgehead.settings import Settings
 
 __all__ = [
     "NOTIFY_KIND",
@@ -67,8 +68,8 @@ __all__ = [
 RUN_KIND = "monitoring.run"
 TICK_KIND = "monitoring.tick"
 NOTIFY_KIND = "monitoring.notify"
-# Attempts of a notification, unless the caller passes the setting (BRIDGEHEAD_NOTIFICATION_MAX_ATTEMPTS).
-NOTIFY_ATTEMPTS = 8
+# Attempts of a notification when the caller does not pass BRIDGEHEAD_NOTIFICATION_MAX_ATTEMPTS: its default.
+NOTIFY_ATTEMPTS: int = Settings.model_fields["notification_max_attempts"].default
 SYSTEM = ActorRef("monitoring@bridgehead")
 STATUSES = ("open", "acknowledged", "resolved")
 _MINUTE = 60_000

@@ -425,7 +425,8 @@ def _batches_table(batches: Sequence[PredictionBatch]) -> pa.Table:
     fields: list[pa.Array] = []
     names: list[str] = []
     if first.predictions is not None:
-        fields.append(_predictions_array([b.predictions for b in batches if b.predictions is not None]))
+        # Every batch of a shape has predictions when the first has (`_shape`).
+        fields.append(_predictions_array([b.predictions for b in batches]))
         names.append("prediction")
     if first.probabilities is not None:
         stacked = _stacked_probabilities(batches)
@@ -497,13 +498,12 @@ def _table(group: Sequence[_Item]) -> pa.Table:
     return _batches_table(cast(Sequence[PredictionBatch], group))
 
 
-def _predictions_array(parts: Sequence[Sequence[Any]]) -> pa.Array:
+def _predictions_array(parts: Sequence[Any]) -> pa.Array:
     """The requests' predictions as one column: their arrays joined in one step when every request handed over
     the model's array of one kind (the inference path does), else value by value."""
-    if all(isinstance(p, np.ndarray) for p in parts) and len({cast(np.ndarray, p).dtype for p in parts}) == 1:
-        joined = np.concatenate(cast(list[np.ndarray], parts))
-        if joined.dtype.kind in "biuf":
-            return pa.array(joined)
+    arrays = [p for p in parts if isinstance(p, np.ndarray)]
+    if len(arrays) == len(parts) and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype.kind in "biuf":
+        return pa.array(np.concatenate(arrays))
     values = list(
         itertools.chain.from_iterable(p.tolist() if isinstance(p, np.ndarray) else p for p in parts)
     )
