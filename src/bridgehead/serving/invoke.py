@@ -10,6 +10,7 @@ the answer is sent; their results are logged with role "shadow" and never return
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import Generator
@@ -34,6 +35,7 @@ from bridgehead.serving.routing import assign_many
 from bridgehead.serving.runtime import LoadedModel, ModelRuntime, Prediction
 from bridgehead.serving.schemas import FeedbackIn, FeedbackOut, PredictOut
 
+log = logging.getLogger("bridgehead.serving")
 router = APIRouter(tags=["inference"])
 ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422)
 EndpointName = Annotated[str, Path(min_length=1, max_length=100)]
@@ -118,6 +120,25 @@ def _endpoints(request: Request) -> service.EndpointCache:
     return cache
 
 
+def _refresh_ahead(
+    request: Request, name: str, authorization: str | None, token: bool, endpoint: bool
+) -> None:
+    """Read the caller's token and/or the endpoint again, after the answer went out, and renew their cache
+    entries before they expire (see `TokenCache`): a token revoked or expired elsewhere is dropped, so the
+    caller's next request is refused; a failure leaves the entries to expire as they would have."""
+    try:
+        with db_of(request).session() as session:
+            if token:
+                try:
+                    _callers(request).put(authorization, principal_for(request, session))
+                except BridgeheadError:
+                    _callers(request).forget(authorization)
+            if endpoint:
+                _endpoints(request).load(session, name)
+    except Exception:
+        log.warning("inference: could not refresh the cached caller or endpoint %r", name, exc_info=True)
+
+
 # The steps of scoring one request: it yields (model, frame) for each model call and is sent the prediction, so
 # the same code runs with a direct call (`score_request`) or awaiting a micro-batch (`score_batched`).
 ScoreSteps = Generator[tuple[LoadedModel, pd.DataFrame], Prediction, "Scored"]
@@ -181,6 +202,10 @@ def _score_steps(
     if cached is not None:
         principal, target, loaded_routes, shadows = cached
         request.state.principal = principal
+        token_due = _callers(request).claim_refresh(authorization)
+        endpoint_due = _endpoints(request).claim_refresh(name)
+        if token_due or endpoint_due:
+            background.add_task(_refresh_ahead, request, name, authorization, token_due, endpoint_due)
     else:
         with db_of(request).session() as session:
             principal = principal_for(request, session)

@@ -784,13 +784,20 @@ class EndpointView:
 class EndpointCache:
     """Endpoints by name for inference, each kept ``ttl`` seconds. Changes made through this process's API
     are seen at once (the routes invalidate); changes made elsewhere (another server, a standalone
-    ``bridgehead serve``) within ``ttl``. Keeps the hot path to one database read: the caller's token."""
+    ``bridgehead serve``) within ``ttl``. Keeps the hot path to one database read: the caller's token.
+
+    Refresh ahead, as `TokenCache` does: past ``REFRESH_AT`` of its lifetime an entry is due, `claim_refresh`
+    tells one caller, and that caller `load`s it again off the request path, so the requests of a busy endpoint
+    do not all miss together when it expires."""
+
+    REFRESH_AT = 0.75
 
     def __init__(self, ttl: float = 1.0) -> None:
         import threading
 
         self.ttl = ttl
-        self._items: dict[str, tuple[float, EndpointView | None]] = {}
+        # name -> (expires, due from, view); "due from" is pushed to "expires" once a refresh is claimed.
+        self._items: dict[str, tuple[float, float, EndpointView | None]] = {}
         self._lock = threading.Lock()
 
     def invalidate(self, name: str | None = None) -> None:
@@ -803,10 +810,16 @@ class EndpointCache:
     def get(self, session: Session, name: str) -> EndpointView | None:
         import time
 
-        now = time.monotonic()
         hit = self._items.get(name)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[2]
+        return self.load(session, name)
+
+    def load(self, session: Session, name: str) -> EndpointView | None:
+        """Read the endpoint from the database and keep it for ``ttl`` (None: there is no such endpoint)."""
+        import time
+
+        now = time.monotonic()
         found: Endpoint | None = session.scalar(select(Endpoint).where(Endpoint.name == name))
         view = None
         if found is not None:
@@ -821,7 +834,7 @@ class EndpointCache:
                 policy=TrafficPolicy.from_config(found.policy),
             )
         with self._lock:
-            self._items[name] = (now + self.ttl, view)
+            self._items[name] = (now + self.ttl, now + self.REFRESH_AT * self.ttl, view)
         return view
 
     def peek(self, name: str) -> EndpointView | None:
@@ -829,7 +842,18 @@ class EndpointCache:
         import time
 
         hit = self._items.get(name)
-        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+        return hit[2] if hit is not None and hit[0] > time.monotonic() else None
+
+    def claim_refresh(self, name: str) -> bool:
+        """True, for one caller only, when the endpoint's entry is fresh but due: that caller should `load` it."""
+        import time
+
+        with self._lock:
+            hit = self._items.get(name)
+            if hit is None or not hit[1] <= time.monotonic() < hit[0]:
+                return False
+            self._items[name] = (hit[0], hit[0], hit[2])
+            return True
 
     def for_invoke(self, session: Session | None, principal: Principal, name: str) -> EndpointView:
         """The endpoint a caller may invoke; others answer "not found", a retired one 409. Without a session
