@@ -138,3 +138,34 @@ def test_the_cache_keys_by_digest_and_keeps_only_tokens() -> None:
     cache.clear()
     assert cache.get("Bearer bh_secret") is None
     assert TokenCache(0).get("Bearer bh_secret") is None
+
+
+def test_the_logging_lane_renews_a_busy_token_before_it_expires_and_so_finds_a_revocation_sooner(
+    settings: Settings, db: Database
+) -> None:
+    """Past three quarters of its lifetime a cached token is due: the next call reads it again in the session
+    it writes with (the others go on from the cache), so a busy caller's entry outlives its first lifetime,
+    and a revocation made elsewhere is found at that call rather than at the expiry."""
+    with TestClient(_app(settings, 2.0), base_url="https://testserver", raise_server_exceptions=False) as c:
+        orgs = Org(db)
+        member = orgs.member(Role.DATA_SCIENTIST)
+        api = Api(c, member)
+        cache: TokenCache = c.app.state.token_cache  # type: ignore[attr-defined]
+        authorization = f"Bearer {member.token}"
+        run_id = api.run(api.experiment("renewed"))["info"]["run_id"]
+        first = time.monotonic()
+        assert _metric(api, run_id, 1.0) == 200
+        time.sleep(max(0.0, first + 1.55 - time.monotonic()))
+        renewed = time.monotonic()
+        assert _metric(api, run_id, 2.0) == 200  # due: read again and put back
+        time.sleep(max(0.0, first + 2.1 - time.monotonic()))
+        assert cache.get(authorization) is not None  # past the first lifetime, still cached
+        _revoke_elsewhere(db, member)
+        assert _metric(api, run_id, 3.0) == 200  # not due yet: the cache answers
+        time.sleep(max(0.0, renewed + 1.55 - time.monotonic()))
+        assert _metric(api, run_id, 4.0) == 401  # due: the read finds the revocation
+        assert time.monotonic() < renewed + 2.0  # before the renewed entry would have expired
+        assert cache.get(authorization) is None
+        assert _metric(api, run_id, 5.0) == 401
+        admin = Api(c, orgs.member(Role.CHIEF_AI_OFFICER))
+        assert _points(admin, run_id) == [1.0, 2.0, 3.0]

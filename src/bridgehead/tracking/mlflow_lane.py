@@ -165,6 +165,10 @@ class LoggingLane:
             # A token this process authenticated within `token_cache_seconds` is not read again; what the
             # caller may do with the run is still checked by write_log and write_points, on every call.
             principal = self.tokens.get(authorization)
+            if principal is not None and self.tokens.claim_refresh(authorization):
+                # Due for a refresh (see TokenCache): this one call reads the token again, in the session
+                # it writes with; the others go on from the cache, so the entry is renewed before it expires.
+                principal = None
             if principal is not None:
                 request.state.principal = principal
                 if self.db.is_sqlite and not batch.get("params") and not batch.get("tags"):
@@ -175,7 +179,11 @@ class LoggingLane:
                     return True
             with self.db.session(write=True, wait=wait) as session:
                 if principal is None:
-                    principal = principal_for(request, session)
+                    try:
+                        principal = principal_for(request, session)
+                    except BridgeheadError:
+                        self.tokens.forget(authorization)  # revoked or expired elsewhere: no longer trusted
+                        raise
                     self.tokens.put(authorization, principal)
                 write_log(session, principal, run_id, **batch)
         except (ValidationError, BridgeheadError):
