@@ -34,6 +34,7 @@ from bridgehead.serving.predlog import (
     recent,
     row_ids,
 )
+from bridgehead.serving.protocols import column_index
 
 HOUR = 3_600_000
 MINUTE = 60_000
@@ -910,3 +911,34 @@ def test_requests_handed_over_by_request_id_with_one_model_name_their_rows_as_th
         "req-g": (0, "champion", 7, 14.0),
     }
     assert table.column("version").type == pa.int32()
+
+
+def test_requests_sharing_an_index_object_or_not_are_grouped_by_their_column_names(tmp_path: Path) -> None:
+    """The inference path labels its float frames with shared Index objects (`protocols.column_index`), and a
+    flush lists each object's names once; requests with other objects of the same names still join them, and
+    requests of other names keep theirs."""
+    shared_ab, shared_ac = column_index(("a", "b")), column_index(("a", "c"))
+
+    def floats(columns: pd.Index, rows: list[list[float]]) -> FloatInputs:
+        return FloatInputs(columns, np.array(rows))
+
+    log = PredictionLog(tmp_path)
+    log.record(
+        [
+            batch(0, floats(shared_ab, [[0.0, 1.0]])),
+            batch(1, floats(shared_ac, [[1.0, 2.0], [1.5, 2.5]])),
+            batch(3, floats(pd.Index(["a", "b"], dtype=object), [[3.0, 4.0]])),  # another Index object
+            batch(4, floats(shared_ab, [[4.0, 5.0]])),
+            batch(5, floats(shared_ac, [[5.0, 6.0]])),
+        ]
+    )
+    assert log.flush() == 6
+    rows = {r["request_id"]: plain(r)["inputs"] for r in read_all(tmp_path, "churn").to_pylist()}
+    assert rows == {
+        "b0": {"a": 0.0, "b": 1.0},
+        "b1": {"a": 1.0, "c": 2.0},
+        "b2": {"a": 1.5, "c": 2.5},
+        "b3": {"a": 3.0, "b": 4.0},
+        "b4": {"a": 4.0, "b": 5.0},
+        "b5": {"a": 5.0, "c": 6.0},
+    }
