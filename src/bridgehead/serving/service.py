@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -615,21 +615,58 @@ def add_feedback(
 # --- hourly aggregates, written by the prediction log after each flush ------------------------------------
 
 
-def add_hours(session: Session, table: pa.Table) -> None:
-    """Fold a prediction-log file's rows into the per-hour aggregates. A request's latency counts once (on its
-    first row); rows and errors count per row."""
-    from bridgehead.serving.models import PredictionHour
+_HourKey = tuple[str, int, str, int, str]  # endpoint name, hour (epoch ms), model name, version, role
+_NOT_CONSTANT = object()
+
+
+def _constant(column: pa.ChunkedArray) -> Any:
+    """The column's value if every row holds it (and it is not null), else `_NOT_CONSTANT`."""
+    if not len(column) or not column[0].is_valid:
+        return _NOT_CONSTANT
+    first = column[0]
+    return (
+        first.as_py() if pc.all(pc.equal(column, first), skip_nulls=False).as_py() is True else _NOT_CONSTANT
+    )
+
+
+def _hour_totals(meta: pa.Table) -> dict[_HourKey, list[Any]]:
+    """[requests, rows, errors, latency sum, latency max, latency histogram] per (endpoint, hour, model,
+    version, role). A request's latency is counted on its first row, in the histogram's buckets (a latency
+    equal to a bound belongs to that bound's bucket)."""
     from bridgehead.serving.runtime import LATENCY_BUCKETS_MS
 
-    meta = table.select(["endpoint", "ts", "model_name", "version", "role", "status", "row", "latency_ms"])
-    names = set(pc.unique(meta.column("endpoint")).to_pylist())
-    ids: dict[str, str] = {
-        name: endpoint_id
-        for name, endpoint_id in session.execute(
-            select(Endpoint.name, Endpoint.id).where(Endpoint.name.in_(names))
-        ).all()
-    }
+    bounds = np.asarray(LATENCY_BUCKETS_MS)
     hours = pc.multiply(pc.divide(meta.column("ts").cast(pa.int64()), 3_600_000), 3_600_000)
+    errors = pc.cast(pc.not_equal(meta.column("status"), "ok"), pa.int64())
+    first = pc.equal(meta.column("row"), 0)
+    # A log file holds one endpoint and hour, and nearly always one model version in one role: then no
+    # grouping is needed (grouping every row cost more than half of this function).
+    key = tuple(
+        _constant(c)
+        for c in (
+            meta.column("endpoint"),
+            hours,
+            meta.column("model_name"),
+            meta.column("version"),
+            meta.column("role"),
+        )
+    )
+    if _NOT_CONSTANT not in key:
+        latencies = pc.filter(meta.column("latency_ms"), first)
+        highest = pc.max(latencies).as_py()
+        buckets = np.bincount(
+            np.searchsorted(bounds, latencies.to_numpy(), side="left"), minlength=len(bounds) + 1
+        )
+        return {
+            cast(_HourKey, key): [
+                len(latencies),
+                meta.num_rows,
+                pc.sum(errors).as_py() or 0,
+                pc.sum(latencies).as_py() or 0.0,
+                highest if highest is not None else 0.0,
+                buckets.tolist(),
+            ]
+        }
     keyed = pa.table(
         {
             "endpoint": meta.column("endpoint"),
@@ -637,22 +674,18 @@ def add_hours(session: Session, table: pa.Table) -> None:
             "model_name": meta.column("model_name"),
             "version": meta.column("version"),
             "role": meta.column("role"),
-            "error": pc.cast(pc.not_equal(meta.column("status"), "ok"), pa.int64()),
-            "first": pc.equal(meta.column("row"), 0),
+            "error": errors,
+            "first": first,
             "latency_ms": meta.column("latency_ms"),
         }
     )
     group = ["endpoint", "hour", "model_name", "version", "role"]
-    # One latency per request, on its first row, in the histogram's buckets (a latency equal to a bound
-    # belongs to that bound's bucket). All sums are computed by Arrow, a few groups come out.
     firsts = keyed.filter(keyed.column("first"))
-    bucket = np.searchsorted(
-        np.asarray(LATENCY_BUCKETS_MS), firsts.column("latency_ms").to_numpy(), side="left"
-    )
-    columns = {f"b{i}": (bucket == i).astype(np.int64) for i in range(len(LATENCY_BUCKETS_MS) + 1)}
+    bucket = np.searchsorted(bounds, firsts.column("latency_ms").to_numpy(), side="left")
+    columns = {f"b{i}": (bucket == i).astype(np.int64) for i in range(len(bounds) + 1)}
     for name, values in columns.items():
         firsts = firsts.append_column(name, pa.array(values))
-    latencies = {
+    latencies_by_group = {
         tuple(g[c] for c in group): g
         for g in firsts.group_by(group, use_threads=False)
         .aggregate(
@@ -661,14 +694,12 @@ def add_hours(session: Session, table: pa.Table) -> None:
         )
         .to_pylist()
     }
-    totals: dict[tuple[str, int, str, int, str], list[Any]] = {}
-    counts = keyed.group_by(group, use_threads=False).aggregate([("error", "count"), ("error", "sum")])
-    for g in counts.to_pylist():
-        endpoint_id = ids.get(g["endpoint"])
-        if endpoint_id is None:
-            continue
-        lat = latencies.get(tuple(g[c] for c in group))
-        totals[(endpoint_id, g["hour"], g["model_name"], g["version"], g["role"])] = [
+    totals: dict[_HourKey, list[Any]] = {}
+    for g in (
+        keyed.group_by(group, use_threads=False).aggregate([("error", "count"), ("error", "sum")]).to_pylist()
+    ):
+        lat = latencies_by_group.get(tuple(g[c] for c in group))
+        totals[(g["endpoint"], g["hour"], g["model_name"], g["version"], g["role"])] = [
             lat["latency_ms_count"] if lat else 0,
             g["error_count"],
             g["error_sum"],
@@ -676,6 +707,24 @@ def add_hours(session: Session, table: pa.Table) -> None:
             lat["latency_ms_max"] if lat else 0.0,
             [lat[f"{name}_sum"] for name in columns] if lat else [0] * len(columns),
         ]
+    return totals
+
+
+def add_hours(session: Session, table: pa.Table) -> None:
+    """Fold a prediction-log file's rows into the per-hour aggregates. A request's latency counts once (on its
+    first row); rows and errors count per row."""
+    from bridgehead.serving.models import PredictionHour
+
+    by_name = _hour_totals(
+        table.select(["endpoint", "ts", "model_name", "version", "role", "status", "row", "latency_ms"])
+    )
+    ids: dict[str, str] = {
+        name: endpoint_id
+        for name, endpoint_id in session.execute(
+            select(Endpoint.name, Endpoint.id).where(Endpoint.name.in_({key[0] for key in by_name}))
+        ).all()
+    }
+    totals = {(ids[key[0]], *key[1:]): values for key, values in by_name.items() if key[0] in ids}
     for (endpoint_id, hour, model, version, role), (reqs, rows, errs, lat, mx, hist) in totals.items():
         row = session.get(PredictionHour, (endpoint_id, hour, model, version, role))
         if row is None:
