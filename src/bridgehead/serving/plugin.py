@@ -65,6 +65,7 @@ def setup_runtime(app: FastAPI) -> None:
     app.state.predlog = PredictionLog(
         settings.resolved_prediction_log_dir,
         flush_interval_s=settings.prediction_log_flush_seconds,
+        max_buffer_rows=settings.prediction_log_buffer_rows,
         on_flush=aggregate,
     )
 

@@ -604,7 +604,7 @@ class PredictionLog:
         root: Path,
         *,
         flush_interval_s: float = 1.0,
-        max_buffer_rows: int = 50_000,
+        max_buffer_rows: int = 200_000,
         on_flush: Callable[[pa.Table], None] | None = None,
     ) -> None:
         if not flush_interval_s > 0:
