@@ -136,6 +136,18 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield c
 
 
+# A caller authenticated by an API token, for unit tests of the token cache.
+TOKEN_CALLER = auth_service.Principal(
+    person_id="p",
+    email="a@b.c",
+    name="A",
+    role=Role.ML_ENGINEER,
+    business_unit_id="bu",
+    unit_is_central=False,
+    via="token",
+)
+
+
 @dataclass
 class Member:
     id: str

@@ -15,13 +15,13 @@ from fastapi.testclient import TestClient
 
 from bridgehead.auth import deps
 from bridgehead.auth.models import ApiToken
-from bridgehead.auth.roles import Role
 from bridgehead.auth.service import Principal, TokenCache
 from bridgehead.serving.models import Endpoint
 from bridgehead.serving.service import EndpointCache
 from bridgehead.settings import Settings
 from bridgehead.store import Database
 from bridgehead.store.base import utcnow
+from tests.conftest import TOKEN_CALLER
 from tests.serving.conftest import Registered, deploy
 
 TTL = 2.0  # both caches' lifetime here; an entry is due from 1.5 s
@@ -136,16 +136,8 @@ def test_a_refresh_is_claimed_once_between_the_due_point_and_the_expiry(
     served: Registered, db: Database, clock: _Clock
 ) -> None:
     tokens = TokenCache(ttl=4.0)
-    principal = Principal(
-        person_id="p",
-        email="a@b.c",
-        name="A",
-        role=Role.ML_ENGINEER,
-        business_unit_id="bu",
-        unit_is_central=False,
-        via="token",
-    )
-    tokens.put("Bearer secret", principal)
+    principal = TOKEN_CALLER
+    tokens.put("Bearer secret", principal, tokens.stamp())
     endpoints = EndpointCache(ttl=4.0)
     with db.session() as session:
         assert endpoints.load(session, "credit") is not None
@@ -160,7 +152,7 @@ def test_a_refresh_is_claimed_once_between_the_due_point_and_the_expiry(
     assert [claim() for claim in claims] == [True, True]
     assert [claim() for claim in claims] == [False, False]  # claimed: nobody else
     assert tokens.get("Bearer secret") == principal and endpoints.peek("credit") is not None  # still served
-    tokens.put("Bearer secret", principal)  # the refresh puts it back: a new lifetime
+    tokens.put("Bearer secret", principal, tokens.stamp())  # the refresh puts it back: a new lifetime
     clock.now += 2.9
     assert tokens.claim_refresh("Bearer secret") is False
     clock.now += 1.2  # the endpoint entry was never reloaded: expired, nothing to claim, nothing served
@@ -169,6 +161,38 @@ def test_a_refresh_is_claimed_once_between_the_due_point_and_the_expiry(
     tokens.forget("Bearer secret")
     assert tokens.get("Bearer secret") is None
     off = TokenCache(ttl=0)
-    off.put("Bearer secret", principal)
+    off.put("Bearer secret", principal, off.stamp())
     clock.now += 10
     assert off.claim_refresh("Bearer secret") is False
+
+
+def test_a_read_begun_before_a_revocation_or_a_deploy_cannot_put_the_old_value_back(
+    served: Registered, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = TokenCache(ttl=60)
+    stamp = tokens.stamp()  # a refresh starts reading the token...
+    tokens.clear()  # ...a revocation through this process commits and clears the cache...
+    tokens.put("Bearer secret", TOKEN_CALLER, stamp)  # ...and the refresh's answer arrives: dropped
+    assert tokens.get("Bearer secret") is None
+    stamp = tokens.stamp()
+    tokens.forget("Bearer other")  # a refresh that found another token revoked
+    tokens.put("Bearer secret", TOKEN_CALLER, stamp)
+    assert tokens.get("Bearer secret") is None
+    tokens.put("Bearer secret", TOKEN_CALLER, tokens.stamp())  # a read begun after them is kept
+    assert tokens.get("Bearer secret") == TOKEN_CALLER
+
+    endpoints = EndpointCache(ttl=60)
+    with db.session() as session:
+        read = session.scalar
+
+        def read_then_deploy(*args: Any, **kwargs: Any) -> Any:
+            found = read(*args, **kwargs)
+            endpoints.invalidate()  # a deploy through this process lands while the endpoint is being read
+            return found
+
+        monkeypatch.setattr(session, "scalar", read_then_deploy)
+        assert endpoints.load(session, "credit") is not None  # the request that read it still uses it
+        assert endpoints.peek("credit") is None  # but the next one reads the endpoint again
+        monkeypatch.setattr(session, "scalar", read)
+        assert endpoints.load(session, "credit") is not None
+        assert endpoints.peek("credit") is not None

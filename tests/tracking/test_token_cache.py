@@ -5,6 +5,7 @@ made elsewhere (the CLI, another server) applies within the cache's lifetime."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Iterator
 
@@ -15,11 +16,11 @@ from fastapi.testclient import TestClient
 from bridgehead.app import create_app
 from bridgehead.auth.models import ApiToken
 from bridgehead.auth.roles import Role
-from bridgehead.auth.service import Principal, TokenCache
+from bridgehead.auth.service import TokenCache
 from bridgehead.settings import Settings
 from bridgehead.store import Database
 from bridgehead.store.base import utcnow
-from tests.conftest import Member, Org
+from tests.conftest import TOKEN_CALLER, Member, Org
 from tests.tracking.test_mlflow_api import Api, assert_mlflow_error
 
 
@@ -118,22 +119,14 @@ def test_a_role_change_through_this_server_applies_to_the_next_call(
 
 def test_the_cache_keys_by_digest_and_keeps_only_tokens() -> None:
     cache = TokenCache(60)
-    by_token = Principal(
-        person_id="p",
-        email="p@x",
-        name="p",
-        role=Role.DATA_SCIENTIST,
-        business_unit_id="u",
-        unit_is_central=False,
-        via="token",
-    )
-    cache.put("Bearer bh_secret", by_token)
+    by_token = TOKEN_CALLER
+    cache.put("Bearer bh_secret", by_token, cache.stamp())
     assert cache.get("bearer bh_secret") is by_token
     assert cache.get("Bearer bh_other") is None
     assert cache.get(None) is None
-    assert all("bh_secret" not in key for key in cache._items)
+    assert cache.holds(hashlib.sha256(b"bh_secret").hexdigest()) and not cache.holds("bh_secret")
     by_session = dataclasses.replace(by_token, via="session")
-    cache.put("Bearer bh_session", by_session)
+    cache.put("Bearer bh_session", by_session, cache.stamp())
     assert cache.get("Bearer bh_session") is None
     cache.clear()
     assert cache.get("Bearer bh_secret") is None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from bridgehead.auth.models import ApiToken, LoginAttempt, Person, WebSession
 from bridgehead.auth.roles import CENTRAL_ROLES, Action, Role, allowed
+from bridgehead.caching import RefreshAheadCache
 from bridgehead.errors import PermissionDenied, TooManyRequests, Unauthenticated, ValidationFailed
 from bridgehead.org.models import BusinessUnit
 from bridgehead.store.base import utcnow
@@ -181,23 +181,15 @@ class TokenCache:
     """Bearer tokens this process has authenticated, kept for ``ttl`` seconds (setting
     ``token_cache_seconds``), so that the high-frequency lanes (inference, and MLflow's metric, param and tag
     logging) answer a known caller without reading the token from the database. A revocation, expiry,
-    deactivation or role change made through this process clears the cache at once; one made through another
-    process reaches these lanes within ``ttl``. Every other route authenticates on each request. Console
-    sessions are never cached. Keys are SHA-256 digests, never the secret itself.
-
-    Refresh ahead: past ``REFRESH_AT`` of its lifetime an entry is *due*, and `claim_refresh` says so to one
-    caller, which reads the token again off the request path and puts it back (inference does, after its
-    answer). So a busy caller's entry is renewed before it expires and its requests never all miss at once;
-    an entry still never outlives ``ttl``."""
-
-    MAX_ITEMS = 10_000
-    # The share of the lifetime after which an entry is due for a refresh.
-    REFRESH_AT = 0.75
+    deactivation or role change made through this process clears the cache at once (and a read that started
+    before it cannot put the old caller back: see `caching`); one made through another process reaches these
+    lanes within ``ttl``, sooner for a busy token, whose entry is refreshed ahead. Every other route
+    authenticates on each request. Console sessions are never cached. Keys are SHA-256 digests, never the
+    secret itself."""
 
     def __init__(self, ttl: float = 1.0) -> None:
         self.ttl = ttl
-        # key -> (expires, due from, principal); "due from" is pushed to "expires" once a refresh is claimed.
-        self._items: dict[str, tuple[float, float, Principal]] = {}
+        self._entries: RefreshAheadCache[str, Principal] = RefreshAheadCache(ttl)
 
     @staticmethod
     def _key(authorization: str | None) -> str | None:
@@ -205,39 +197,37 @@ class TokenCache:
             return None
         return _sha256(authorization[7:].strip())
 
+    def stamp(self) -> int:
+        """Take before authenticating a token to `put`."""
+        return self._entries.stamp()
+
     def get(self, authorization: str | None) -> Principal | None:
-        key = self._key(authorization) if self.ttl > 0 else None
-        hit = self._items.get(key) if key is not None else None
-        return hit[2] if hit is not None and hit[0] > time.monotonic() else None
+        key = self._key(authorization)
+        return self._entries.get(key) if key is not None else None
+
+    def holds(self, key: str) -> bool:
+        """Whether an entry (fresh or not) is kept under this key."""
+        return key in self._entries
 
     def claim_refresh(self, authorization: str | None) -> bool:
         """True, for one caller only, when this token's entry is fresh but due for a refresh: that caller
         should authenticate it again and `put` it back (or `forget` it if it is no longer valid)."""
-        key = self._key(authorization) if self.ttl > 0 else None
-        hit = self._items.get(key) if key is not None else None
-        if key is None or hit is None or not hit[1] <= time.monotonic() < hit[0]:
-            return False
-        # A race between two callers costs one extra read at most; the entry itself stays as it was.
-        self._items[key] = (hit[0], hit[0], hit[2])
-        return True
-
-    def put(self, authorization: str | None, principal: Principal) -> None:
         key = self._key(authorization)
-        if key is None or self.ttl <= 0 or principal.via != "token":
-            return
-        if len(self._items) >= self.MAX_ITEMS:  # many callers: start over rather than grow without bound
-            self._items.clear()
-        now = time.monotonic()
-        self._items[key] = (now + self.ttl, now + self.REFRESH_AT * self.ttl, principal)
+        return key is not None and self._entries.claim_refresh(key)
+
+    def put(self, authorization: str | None, principal: Principal, stamp: int) -> None:
+        key = self._key(authorization)
+        if key is not None and principal.via == "token":
+            self._entries.put(key, principal, stamp)
 
     def forget(self, authorization: str | None) -> None:
         """Drop this token's entry (a refresh found it revoked, expired or its owner changed)."""
         key = self._key(authorization)
         if key is not None:
-            self._items.pop(key, None)
+            self._entries.forget(key)
 
     def clear(self) -> None:
-        self._items.clear()
+        self._entries.clear()
 
 
 # --- passwords and console sessions -----------------------------------------------------------

@@ -129,8 +129,9 @@ def _refresh_ahead(
     try:
         with db_of(request).session() as session:
             if token:
+                stamp = _callers(request).stamp()
                 try:
-                    _callers(request).put(authorization, principal_for(request, session))
+                    _callers(request).put(authorization, principal_for(request, session), stamp)
                 except BridgeheadError:
                     _callers(request).forget(authorization)
             if endpoint:
@@ -208,8 +209,9 @@ def _score_steps(
             background.add_task(_refresh_ahead, request, name, authorization, token_due, endpoint_due)
     else:
         with db_of(request).session() as session:
+            stamp = _callers(request).stamp()
             principal = principal_for(request, session)
-            _callers(request).put(authorization, principal)
+            _callers(request).put(authorization, principal, stamp)
             target = _endpoints(request).for_invoke(session, principal, name)
             # Every version the policy names, loaded once per process (a cache hit after the first request).
             loaded_routes = [runtime.get(session, principal, r.version_id) for r in target.policy.routes]

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from bridgehead.audit.service import record
 from bridgehead.auth.roles import Action, Role
 from bridgehead.auth.service import Principal, require
+from bridgehead.caching import RefreshAheadCache
 from bridgehead.errors import AlreadyExists, BadRequest, Conflict, NotFound, ValidationFailed
 from bridgehead.org.models import BusinessUnit
 from bridgehead.registry import service as registry
@@ -831,44 +832,29 @@ class EndpointView:
 
 
 class EndpointCache:
-    """Endpoints by name for inference, each kept ``ttl`` seconds. Changes made through this process's API
-    are seen at once (the routes invalidate); changes made elsewhere (another server, a standalone
-    ``bridgehead serve``) within ``ttl``. Keeps the hot path to one database read: the caller's token.
-
-    Refresh ahead, as `TokenCache` does: past ``REFRESH_AT`` of its lifetime an entry is due, `claim_refresh`
-    tells one caller, and that caller `load`s it again off the request path, so the requests of a busy endpoint
-    do not all miss together when it expires."""
-
-    REFRESH_AT = 0.75
+    """Endpoints by name for inference, each kept ``ttl`` seconds and refreshed ahead (see `caching`). Changes
+    made through this process's API are seen at once (the routes invalidate, and a read that started before
+    cannot put the old endpoint back); changes made elsewhere (another server, a standalone ``bridgehead
+    serve``) within ``ttl``. Keeps the hot path to one database read: the caller's token."""
 
     def __init__(self, ttl: float = 1.0) -> None:
-        import threading
-
         self.ttl = ttl
-        # name -> (expires, due from, view); "due from" is pushed to "expires" once a refresh is claimed.
-        self._items: dict[str, tuple[float, float, EndpointView | None]] = {}
-        self._lock = threading.Lock()
+        self._entries: RefreshAheadCache[str, EndpointView | None] = RefreshAheadCache(ttl)
 
     def invalidate(self, name: str | None = None) -> None:
-        with self._lock:
-            if name is None:
-                self._items.clear()
-            else:
-                self._items.pop(name, None)
+        if name is None:
+            self._entries.clear()
+        else:
+            self._entries.forget(name)
 
     def get(self, session: Session, name: str) -> EndpointView | None:
-        import time
-
-        hit = self._items.get(name)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[2]
-        return self.load(session, name)
+        # A cached "no such endpoint" is None too, and reads again: unknown names are rare and cheap to read.
+        view = self._entries.get(name)
+        return view if view is not None else self.load(session, name)
 
     def load(self, session: Session, name: str) -> EndpointView | None:
         """Read the endpoint from the database and keep it for ``ttl`` (None: there is no such endpoint)."""
-        import time
-
-        now = time.monotonic()
+        stamp = self._entries.stamp()
         found: Endpoint | None = session.scalar(select(Endpoint).where(Endpoint.name == name))
         view = None
         if found is not None:
@@ -882,27 +868,16 @@ class EndpointCache:
                 salt=found.salt,
                 policy=TrafficPolicy.from_config(found.policy),
             )
-        with self._lock:
-            self._items[name] = (now + self.ttl, now + self.REFRESH_AT * self.ttl, view)
+        self._entries.put(name, view, stamp)
         return view
 
     def peek(self, name: str) -> EndpointView | None:
         """The cached endpoint if it is still fresh, without touching the database."""
-        import time
-
-        hit = self._items.get(name)
-        return hit[2] if hit is not None and hit[0] > time.monotonic() else None
+        return self._entries.get(name)
 
     def claim_refresh(self, name: str) -> bool:
         """True, for one caller only, when the endpoint's entry is fresh but due: that caller should `load` it."""
-        import time
-
-        with self._lock:
-            hit = self._items.get(name)
-            if hit is None or not hit[1] <= time.monotonic() < hit[0]:
-                return False
-            self._items[name] = (hit[0], hit[0], hit[2])
-            return True
+        return self._entries.claim_refresh(name)
 
     def for_invoke(self, session: Session | None, principal: Principal, name: str) -> EndpointView:
         """The endpoint a caller may invoke; others answer "not found", a retired one 409. Without a session

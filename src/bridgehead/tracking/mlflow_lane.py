@@ -179,12 +179,13 @@ class LoggingLane:
                     return True
             with self.db.session(write=True, wait=wait) as session:
                 if principal is None:
+                    stamp = self.tokens.stamp()
                     try:
                         principal = principal_for(request, session)
                     except BridgeheadError:
                         self.tokens.forget(authorization)  # revoked or expired elsewhere: no longer trusted
                         raise
-                    self.tokens.put(authorization, principal)
+                    self.tokens.put(authorization, principal, stamp)
                 write_log(session, principal, run_id, **batch)
         except (ValidationError, BridgeheadError):
             return False
